@@ -1,0 +1,37 @@
+# Two entry points (see README): `make book` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TIMM_FUSED_ATTN ?= 0
+
+.PHONY: book test lint clean-book browser
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+MATHJAX := book_static/mathjax/.version
+
+# Offline MathJax (npm package mathjax@3.2.2, fetched once) for mathjax_path in _config.yml.
+$(MATHJAX): tools/fetch_mathjax.sh
+	tools/fetch_mathjax.sh
+
+book: $(STAMP) $(MATHJAX)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+# Headless Chromium for tests/test_book.py (apt-get install chromium when missing, as root).
+browser:
+	tools/ensure_chromium.sh >/dev/null
+
+test: book browser
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check lielib tests chapters
+
+clean-book:
+	rm -rf _build

@@ -1,0 +1,167 @@
+"""One-parameter groups acting on images.
+
+Every action is a one-parameter group ``t -> T_t`` with ``T_0 = id`` and
+``T_s T_t = T_{s+t}``. Geometric actions are built from a generator ``G`` (a ``2 x 3``
+matrix in normalised image coordinates) through ``theta(t) = exp(t G)``; the colour
+action ``saturate`` implements the same small protocol, so nothing downstream branches
+on a transform's name.
+
+Convention (all geometric actions):
+    * Image tensors are ``(B, C, H, W)``; coordinates are normalised to ``[-1, 1]`` with
+      ``align_corners=True``; ``u`` runs along the width, ``v`` down the height.
+    * ``theta(t)`` maps output coordinates to sampling coordinates, as
+      ``F.affine_grid`` does: ``T_t x (p) = x(theta(t) p)``.
+    * ``t`` is in normalised units (``t = 1`` moves by half the image width), radians
+      for ``rotate``.
+    * Bilinear interpolation, reflection padding about the border pixel centres.
+    * ``tangent(x) = d/dt T_t x`` at ``t = 0``, with the stencil of
+      :mod:`lielib.sampling` (``"paper"`` by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch.func import jvp
+
+from .sampling import STENCILS, affine_sample
+
+__all__ = [
+    "Action",
+    "AffineAction",
+    "IntensityScaling",
+    "GENERATORS",
+    "get_action",
+    "list_actions",
+]
+
+# Rows of the 2x3 generator: d theta / dt at t = 0.
+GENERATORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "translate_x": ((0, 0, 1), (0, 0, 0)),
+    "translate_y": ((0, 0, 0), (0, 0, 1)),
+    "rotate": ((0, 1, 0), (-1, 0, 0)),
+    "scale": ((-1, 0, 0), (0, -1, 0)),
+    "shear_x": ((0, 1, 0), (0, 0, 0)),
+    "shear_y": ((0, 0, 0), (1, 0, 0)),
+    "stretch_x": ((1, 0, 0), (0, 0, 0)),
+    "stretch_y": ((0, 0, 0), (0, 1, 0)),
+    "hyperbolic_rotate": ((0, 1, 0), (1, 0, 0)),
+}
+
+
+@runtime_checkable
+class Action(Protocol):
+    """A one-parameter group acting on ``(B, C, H, W)`` images."""
+
+    name: str
+
+    def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
+        """``T_t x`` for a finite ``t`` (a number, a 0-d tensor, or one value per image)."""
+        ...
+
+    def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
+        """``d/dt T_t x`` at ``t = 0``, same shape as ``x``."""
+        ...
+
+
+def _check_image(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name}: expected an image batch (B, C, H, W), got shape {tuple(x.shape)}; "
+            "convert other layouts with lielib.layout.to_nchw"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point image, got {x.dtype}")
+
+
+def _as_t(t, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or have one value per image ({x.shape[0]},)")
+    return t
+
+
+@dataclass(frozen=True)
+class AffineAction:
+    """The affine one-parameter group ``theta(t) = exp(t G)`` acting by resampling.
+
+    ``T_t x (p) = x(exp(t G) p)`` with ``p = (u, v, 1)`` in normalised coordinates; see
+    the module docstring for the full convention.
+    """
+
+    name: str
+    generator: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+    def generator_matrix(self, *, dtype=torch.float64, device=None) -> torch.Tensor:
+        """``G`` as a ``(3, 3)`` matrix whose last row is zero."""
+        g = torch.zeros(3, 3, dtype=dtype, device=device)
+        g[:2] = torch.tensor(self.generator, dtype=dtype, device=device)
+        return g
+
+    def theta(self, t: torch.Tensor) -> torch.Tensor:
+        """``exp(t G)[:2]`` for a batch of ``t`` ``(B,)`` -> ``(B, 2, 3)``."""
+        g = self.generator_matrix(dtype=t.dtype, device=t.device)
+        return torch.linalg.matrix_exp(t[:, None, None] * g)[:, :2, :]
+
+    def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
+        _check_image(x, self.name)
+        return affine_sample(x, self.theta(_as_t(t, x)), stencil=stencil)
+
+    def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
+        _check_image(x, self.name)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        return jvp(lambda t: self.act(x, t, stencil=stencil), (zero,), (one,))[1]
+
+
+@dataclass(frozen=True)
+class IntensityScaling:
+    """The paper's ``saturate``: intensity scaling of the (normalised) input tensor.
+
+    This is *not* HSV saturation. The paper writes ``x -> (1 + t) x``; as a
+    one-parameter group lielib uses ``T_t x = exp(t) x``, which has the same tangent
+    ``d/dt T_t x = x`` at ``t = 0`` (hence the same Lie derivative) and satisfies
+    ``T_s T_t = T_{s+t}`` exactly.
+
+    Convention: acts on every entry of the tensor it is given (after the model's
+    mean/std normalisation when applied to model inputs); ``stencil`` is ignored.
+    """
+
+    name: str = "saturate"
+
+    def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
+        _check_image(x, self.name)
+        return torch.exp(_as_t(t, x))[:, None, None, None] * x
+
+    def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
+        _check_image(x, self.name)
+        if stencil not in STENCILS:
+            raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+        return x.clone()
+
+
+_REGISTRY: dict[str, Action] = {name: AffineAction(name, g) for name, g in GENERATORS.items()}
+_REGISTRY["saturate"] = IntensityScaling()
+
+
+def list_actions() -> list[str]:
+    """Names of the registered actions, in the paper's order."""
+    return list(_REGISTRY)
+
+
+def get_action(name: str | Action) -> Action:
+    """The action called ``name`` (an ``Action`` passes through unchanged)."""
+    if isinstance(name, Action) and not isinstance(name, str):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown action {name!r}; available: {', '.join(list_actions())}"
+        ) from None

@@ -1,0 +1,204 @@
+"""Lie derivatives of networks and the paper's LEE metric.
+
+``L_G f(x) = d/dt rho_out(exp(-tG)) f(rho_in(exp(tG)) x)`` at ``t = 0``, computed by
+forward-mode AD (``torch.func.jvp``): the tangent of the input is the action's tangent
+image, and for image-like outputs the output's own tangent is subtracted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.func import jvp, vmap
+
+from .actions import Action, get_action, list_actions
+from .layout import Layout, from_nchw, to_nchw
+
+__all__ = [
+    "OUTPUTS",
+    "REDUCTIONS",
+    "lee",
+    "lie_derivative",
+    "lie_derivative_double_backward",
+    "measuring",
+    "reduce_classes",
+]
+
+OUTPUTS = ("softmax", "log_softmax", "logits")
+REDUCTIONS = ("mean_abs", "mean_sq", "l2")
+
+
+@contextlib.contextmanager
+def measuring(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with unfused attention; restore both on exit.
+
+    Fused attention (``F.scaled_dot_product_attention``) supports neither forward mode
+    nor double backward on the CPU. Modules that expose a ``fused_attn`` flag (timm's
+    attention blocks) are switched to the explicit softmax path while measuring.
+    """
+    training = {m: m.training for m in model.modules()}
+    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
+    try:
+        model.eval()
+        for m in fused:
+            m.fused_attn = False
+        yield model
+    finally:
+        for m, flag in training.items():
+            m.training = flag
+        for m, flag in fused.items():
+            m.fused_attn = flag
+
+
+def _tangent(action: Action, x: torch.Tensor, layout: Layout, stencil: str) -> torch.Tensor:
+    img, prefix = to_nchw(x, layout)
+    v = action.tangent(img, stencil=stencil)
+    return from_nchw(v, None if prefix is None else torch.zeros_like(prefix), layout)
+
+
+def lie_derivative(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    action: str | Action,
+    *,
+    in_layout: str | Layout = "NCHW",
+    out_layout: str | Layout | None = None,
+    stencil: str = "paper",
+) -> torch.Tensor:
+    """The Lie derivative ``L f(x)`` along ``action``, by forward-mode AD.
+
+    ``L f(x) = d/dt T_-t f(T_t x)`` at ``t = 0``: with ``out_layout=None`` the output is
+    treated as invariant (``d/dt f(T_t x)``), otherwise it is image-like in that layout
+    and transformed back. Prefix tokens of a token layout carry no position and are
+    left unchanged by spatial actions.
+
+    Args:
+        f: a function of one tensor (a model, a layer, a composition).
+        x: its input, laid out as ``in_layout``.
+        action: an action name (see :func:`lielib.list_actions`) or an ``Action``.
+        stencil: ``"paper"`` or ``"central"`` (see :mod:`lielib.sampling`).
+
+    Returns:
+        A tensor shaped like ``f(x)``.
+    """
+    action = get_action(action)
+    in_layout = Layout.parse(in_layout)
+    with torch.no_grad():
+        v = _tangent(action, x, in_layout, stencil)
+        y, dy = jvp(f, (x,), (v,))
+        if out_layout is not None:
+            dy = dy - _tangent(action, y, Layout.parse(out_layout), stencil)
+    return dy
+
+
+def lie_derivative_double_backward(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    action: str | Action,
+    *,
+    stencil: str = "paper",
+) -> torch.Tensor:
+    """``d/dt f(T_t x)`` at ``t = 0`` the way the paper's code computes it.
+
+    Reverse mode twice: with ``y = f(T_t x)`` and a dummy cotangent ``u``,
+    ``g(u) = u^T dy/dt`` is linear in ``u``, and ``dg/du = dy/dt``. Costs one forward,
+    one backward and one double-backward pass; kept as a reference and as the baseline
+    of ``python -m lielib.bench``. Input ``(B, C, H, W)``, invariant output.
+    """
+    action = get_action(action)
+    with torch.enable_grad():
+        t = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
+        y = f(action.act(x, t, stencil=stencil))
+        u = torch.zeros_like(y, requires_grad=True)
+        (g,) = torch.autograd.grad(y, t, u, create_graph=True)
+        (dy,) = torch.autograd.grad(g, u, torch.ones_like(g))
+    return dy
+
+
+def reduce_classes(d: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Collapse the last (class) axis: ``mean_abs``, ``mean_sq`` or ``l2``."""
+    if reduce == "mean_abs":
+        return d.abs().mean(-1)
+    if reduce == "mean_sq":
+        return d.square().mean(-1)
+    if reduce == "l2":
+        return torch.linalg.vector_norm(d, dim=-1)
+    raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
+
+
+def _output_fn(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if output == "softmax":
+        return lambda z: z.softmax(-1)
+    if output == "log_softmax":
+        return lambda z: z.log_softmax(-1)
+    if output == "logits":
+        return lambda z: z
+    raise ValueError(f"unknown output {output!r}; use one of {OUTPUTS}")
+
+
+def lee(
+    model: nn.Module,
+    x: torch.Tensor,
+    actions: Sequence[str | Action] | None = None,
+    *,
+    output: str = "softmax",
+    reduce: str = "mean_abs",
+    stencil: str = "paper",
+    in_layout: str | Layout = "NCHW",
+    chunk_size: int | None = None,
+) -> pd.DataFrame:
+    """Local equivariance error: the size of ``L p(x)`` per image and action.
+
+    ``LEE_G(x) = reduce_c |L_G p_c(x)|`` with ``p = softmax(model(x))``. ``mean_abs``
+    averages ``|L p_c|`` over classes (the paper's code), ``mean_sq`` averages its
+    square (the paper's Eq. 4), ``l2`` is the Euclidean norm.
+
+    All actions share one primal pass: their tangents are ``vmap``-ed through one
+    ``jvp`` (``chunk_size`` bounds how many at once).
+
+    Args:
+        model: any classifier ``(B, ...) -> (B, num_classes)``; measured in eval mode
+            and restored afterwards.
+        x: a batch of inputs in ``in_layout`` (``(B, C, H, W)`` by default).
+        actions: names or ``Action`` objects; all registered actions when ``None``.
+
+    Returns:
+        One row per image (index ``image``), one column per action.
+    """
+    names = list_actions() if actions is None else list(actions)
+    if not names:
+        raise ValueError("actions is empty; pass None for every registered action")
+    acts = [get_action(a) for a in names]
+    in_layout = Layout.parse(in_layout)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values; check the data pipeline")
+    to_output = _output_fn(output)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
+
+    def f(inp: torch.Tensor) -> torch.Tensor:
+        return to_output(model(inp))
+
+    with measuring(model), torch.no_grad():
+        tangents = torch.stack([_tangent(a, x, in_layout, stencil) for a in acts])
+        d = vmap(lambda v: jvp(f, (x,), (v,))[1], chunk_size=chunk_size)(tangents)
+    if d.ndim != 3:
+        raise ValueError(
+            f"lee needs a classifier output (B, num_classes), got shape {tuple(d.shape[1:])}; "
+            "use lie_derivative with out_layout for image-like outputs"
+        )
+    values = reduce_classes(d, reduce)  # (K, B)
+    if not torch.isfinite(values).all():
+        raise FloatingPointError(
+            "the Lie derivative is not finite; the model produced NaN/inf outputs or derivatives"
+        )
+    columns = [a.name for a in acts]
+    frame = pd.DataFrame(values.T.double().cpu().numpy(), columns=columns)
+    frame.index.name = "image"
+    return frame

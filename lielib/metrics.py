@@ -1,0 +1,415 @@
+"""Sample-based equivariance metrics that the paper compares the Lie derivative against.
+
+Each metric transforms a batch with finitely many sampled transforms, runs the model on
+each transformed batch and reports one row per image (column ``image``):
+
+* :func:`shift_consistency`: integer circular shifts, ``P[argmax f(roll_s x) = argmax f(x)]``
+  (Zhang 2019).
+* :func:`eq_t`, :func:`eq_t_frac`, :func:`eq_r`: StyleGAN3's EQ-T, EQ-T_frac and EQ-R
+  (Karras et al. 2021) adapted to classifiers,
+  ``PSNR = 10 log10(1 / mean_{s,c} (p_c(T_s x) - p_c(x))^2)`` in dB.
+* :func:`sampled_invariance`: finite differences of a lielib action,
+  ``mean_s mean_c |p_c(T_t x) - p_c(x)| / |t|``, the finite-t analogue of LEE.
+
+Shared convention:
+    * ``x`` is ``(B, C, H, W)``, floating point, finite; the model maps it to
+      ``(B, num_classes)`` logits (any number of classes, any device).
+    * The model runs in :func:`lielib.lie.measuring` (eval mode, restored) under
+      ``torch.no_grad()``.
+    * Random transforms are drawn on the CPU from ``torch.Generator().manual_seed(seed)``,
+      so a seed gives the same transforms on every device; each draw is shared by the
+      whole batch, so an image's value does not depend on its neighbours in the batch.
+    * Pixel shifts follow ``torch.roll``: a positive shift moves the content towards
+      larger column (``x``, width) or row (``y``, height) indices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .actions import Action, get_action
+from .lie import _output_fn, measuring
+
+__all__ = [
+    "eq_r",
+    "eq_t",
+    "eq_t_frac",
+    "fourier_rotate",
+    "fourier_shift",
+    "integer_translate",
+    "psnr_db",
+    "sampled_invariance",
+    "shift_consistency",
+]
+
+_AXIS_DIM = {"x": -1, "y": -2}
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or min(x.shape) == 0:
+        raise ValueError(
+            f"x must be a non-empty image batch (B, C, H, W), got shape {tuple(x.shape)}; "
+            "add a batch axis with x[None] or convert layouts with lielib.layout.to_nchw"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x.dtype}; convert with x.float()")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values; check the data pipeline")
+
+
+def _check_count(n: int, name: str = "n") -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits (B, num_classes), got {shape}")
+    return out
+
+
+def _frame(columns: dict[str, torch.Tensor]) -> pd.DataFrame:
+    first = next(iter(columns.values()))
+    data = {"image": range(first.shape[0])}
+    data.update({k: v.detach().double().cpu().numpy() for k, v in columns.items()})
+    return pd.DataFrame(data)
+
+
+def psnr_db(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """``10 log10(peak^2 / mse)`` in dB, ``+inf`` where ``mse == 0`` (exact invariance)."""
+    safe = torch.where(mse > 0, mse, torch.ones_like(mse))
+    value = 10.0 * torch.log10(peak**2 / safe)
+    return torch.where(mse > 0, value, torch.full_like(mse, math.inf))
+
+
+# --- transforms -------------------------------------------------------------------------
+
+
+def integer_translate(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Shift ``(B, C, H, W)`` by whole pixels with zero fill (StyleGAN3's integer translation).
+
+    ``y[..., i, j] = x[..., i - dy, j - dx]`` where that index exists, else ``0``.
+    """
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def _phase(n: int, shift: float, x: torch.Tensor) -> torch.Tensor:
+    """Per-frequency factor of a periodic band-limited shift by ``shift`` samples."""
+    f = torch.fft.fftfreq(n, dtype=x.dtype, device=x.device)
+    phase = torch.polar(torch.ones_like(f), -2.0 * math.pi * f * shift)
+    if n % 2 == 0:  # the real Nyquist cosine can only be scaled: cos(pi (k - s))
+        phase[n // 2] = math.cos(math.pi * shift)
+    return phase
+
+
+def fourier_shift(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """Fractional circular shift by ideal (sinc) interpolation: an FFT phase shift.
+
+    ``y = IDFT(DFT(x) * exp(-2 pi i (f_x dx + f_y dy)))`` with ``f`` in cycles per sample.
+
+    Convention:
+        Periodic band-limited interpolation (the sinc kernel of the periodic image), so
+        content leaving one side re-enters on the other, and an integer shift equals
+        ``torch.roll(x, (dy, dx), dims=(-2, -1))``. For an even size the Nyquist
+        component is real and can only be scaled, by ``cos(pi s)``; shifts therefore
+        compose exactly (``shift a then b == shift a + b``) for odd sizes, for images
+        without Nyquist content, or when one of the shifts is an integer.
+    """
+    h, w = x.shape[-2:]
+    spec = torch.fft.fft2(x)
+    spec = spec * _phase(h, dy, x)[:, None] * _phase(w, dx, x)
+    return torch.fft.ifft2(spec).real.to(x.dtype)
+
+
+def _resize_rows(spec: torch.Tensor, m: int) -> torch.Tensor:
+    """Zero-pad (``m > n``) or crop (``m < n``) a ``norm="forward"`` spectrum along dim -2.
+
+    An even-size Nyquist row is split in half between ``+-n/2`` when padding (the real
+    interpolant) and rebuilt as the sum of the ``+-m/2`` rows when cropping (aliasing),
+    so cropping after padding is the identity.
+    """
+    n = spec.shape[-2]
+    if m == n:
+        return spec
+    k = min(n, m)
+    h = (k - 1) // 2
+    pos, neg = spec[..., : h + 1, :], spec[..., n - h :, :]
+    if m < n:
+        mid = [spec[..., m // 2 : m // 2 + 1, :] + spec[..., n - m // 2 : n - m // 2 + 1, :]]
+        return torch.cat([pos, *(mid if k % 2 == 0 else []), neg], -2)
+    zeros = spec.new_zeros(*spec.shape[:-2], m - n - (k % 2 == 0), spec.shape[-1])
+    mid = [spec[..., n // 2 : n // 2 + 1, :] / 2] if k % 2 == 0 else []
+    return torch.cat([pos, *mid, zeros, *mid, neg], -2)
+
+
+def _upsample(x: torch.Tensor, up: int) -> torch.Tensor:
+    """Periodic band-limited upsampling by FFT zero-padding: ``(H, W) -> (up H, up W)``."""
+    h, w = x.shape[-2:]
+    half = _resize_rows(torch.fft.fft2(x, norm="forward"), up * h)[..., : w // 2 + 1]
+    if w % 2 == 0 and up > 1:  # split the Nyquist column between +-W/2
+        half = torch.cat([half[..., :-1], half[..., -1:] / 2], -1)
+    return torch.fft.irfft2(half, s=(up * h, up * w), norm="forward")
+
+
+def _downsample(fine: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Ideal low-pass to the ``(H, W)`` band and decimation: crop the spectrum."""
+    half = _resize_rows(torch.fft.rfft2(fine, norm="forward"), h)[..., : w // 2 + 1]
+    if w % 2 == 0 and fine.shape[-1] > w:  # fold -W/2 (Hermitian mirror of +W/2) onto +W/2
+        nyq = half[..., -1:]
+        half = torch.cat([half[..., :-1], nyq + torch.roll(nyq.flip(-2), 1, -2).conj()], -1)
+    return torch.fft.irfft2(half, s=(h, w), norm="forward")
+
+
+def fourier_rotate(x: torch.Tensor, angle: float, *, up: int = 4) -> torch.Tensor:
+    """Band-limited rotation about the image centre (EQ-R's fractional rotation).
+
+    ``y = lowpass_down(x_up(c + R(angle) (p - c)))`` with ``x_up`` the band-limited
+    interpolant on the image square and 0 outside; ``R = [[cos, sin], [-sin, cos]]`` acts
+    on pixel coordinates ``(column, row)``, ``c = ((W - 1) / 2, (H - 1) / 2)``.
+
+    Convention:
+        1. Upsample by ``up`` through FFT zero-padding (periodic sinc interpolation).
+        2. Rotate the fine image by bilinear interpolation with periodic wrap, in pixel
+           units (a true rotation also for ``H != W``), in the direction of lielib's
+           ``rotate`` action for square images. Output points whose source lies outside
+           the image square ``[-1/2, N - 1/2]`` (pixel edges, 1e-3 px slack) are ``0``.
+        3. Ideal low-pass to the original band and decimate: crop the spectrum of the
+           fine image to ``H x W`` (Nyquist bins folded).
+        Rotation by 0 is the identity, by ``pi/2`` a ``torch.rot90`` of square images.
+        StyleGAN3 instead filters with a windowed-sinc (Lanczos) kernel and masks the
+        border; the band limit, the centre and the zero fill are the same.
+    """
+    _check_count(up, "up")
+    h, w = x.shape[-2:]
+    hf, wf = up * h, up * w
+    fine = _upsample(x, up).flatten(-2)  # (..., hf * wf)
+    # Fine sample k sits at coarse position k / up; use the periodic copy in [-1/2, N - 1/2).
+    py = torch.arange(hf, dtype=x.dtype, device=x.device) / up
+    px = torch.arange(wf, dtype=x.dtype, device=x.device) / up
+    py, px = torch.where(py >= h - 0.5, py - h, py), torch.where(px >= w - 0.5, px - w, px)
+    yy, xx = torch.meshgrid(py - (h - 1) / 2, px - (w - 1) / 2, indexing="ij")
+    cos, sin = math.cos(angle), math.sin(angle)
+    sx, sy = cos * xx + sin * yy + (w - 1) / 2, -sin * xx + cos * yy + (h - 1) / 2
+    slack = 1e-3
+    inside = (sx >= -0.5 - slack) & (sx <= w - 0.5 + slack)
+    inside &= (sy >= -0.5 - slack) & (sy <= h - 0.5 + slack)
+    fx, fy = sx * up, sy * up
+    x0, y0 = torch.floor(fx), torch.floor(fy)
+    wx, wy = (fx - x0).flatten(), (fy - y0).flatten()
+    x0, y0 = x0.long().flatten(), y0.long().flatten()
+    x1, y1 = (x0 + 1) % wf, (y0 + 1) % hf
+    x0, y0 = x0 % wf, y0 % hf
+
+    def at(iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(fine, -1, iy * wf + ix)
+
+    rot = (
+        (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy)
+        + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy
+    ) * inside.flatten()
+    return _downsample(rot.unflatten(-1, (hf, wf)), h, w).to(x.dtype)
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+def shift_consistency(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    max_shift: int = 7,
+    axes: Sequence[str] = ("x", "y"),
+    include_zero: bool = True,
+) -> pd.DataFrame:
+    """Integer circular-shift prediction consistency (Zhang 2019), per image.
+
+    ``consistency = mean_{a, s} [argmax f(roll_{a,s} x) == argmax f(x)]``.
+
+    Convention:
+        Shifts ``s = 0, 1, ..., max_shift`` pixels along each axis separately with
+        ``torch.roll`` (circular, no fill): ``x`` is the width (last dim), ``y`` the
+        height. Shift 0 is counted, as in the paper's code (its columns
+        ``consistency_x0..7``); pass ``include_zero=False`` to average over the
+        non-trivial shifts only. The paper's code rolls dim 2 for its "x"; the pair of
+        axes is the same.
+
+    Returns:
+        Columns ``image``, ``consistency`` (all axes) and ``consistency_<axis>`` per axis.
+    """
+    _check_input(x)
+    axes = tuple(axes)
+    if not axes or any(a not in _AXIS_DIM for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"axes must be distinct names from {tuple(_AXIS_DIM)}, got {axes!r}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
+    shifts = range(0 if include_zero else 1, max_shift + 1)
+    if not shifts:
+        raise ValueError("no shifts to test: use max_shift >= 1 or include_zero=True")
+    columns: dict[str, torch.Tensor] = {}
+    with measuring(model), torch.no_grad():
+        ref = _logits(model, x).argmax(-1)
+        for a in axes:
+            same = [_logits(model, torch.roll(x, s, _AXIS_DIM[a])).argmax(-1) == ref for s in shifts]
+            columns[f"consistency_{a}"] = torch.stack(same).double().mean(0)
+    overall = torch.stack(list(columns.values())).mean(0)
+    return _frame({"consistency": overall, **columns})
+
+
+def _psnr_metric(
+    model: nn.Module,
+    x: torch.Tensor,
+    transforms: list[Callable[[torch.Tensor], torch.Tensor]],
+    name: str,
+) -> pd.DataFrame:
+    with measuring(model), torch.no_grad():
+        p = _logits(model, x).softmax(-1)
+        sq = torch.stack([(_logits(model, t(x)).softmax(-1) - p).square() for t in transforms])
+    mse = sq.double().mean(dim=(0, 2))
+    return _frame({name: psnr_db(mse), f"{name}_mse": mse})
+
+
+def _uniform(n: int, k: int, bound: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, k, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+
+
+def eq_t(
+    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, n: int = 10, seed: int = 0
+) -> pd.DataFrame:
+    """EQ-T: integer translations with zero fill (StyleGAN3), PSNR of ``p(T x)`` vs ``p(x)``.
+
+    Convention:
+        ``(dx, dy) = round(u * (W, H))``, ``u ~ U[-max_frac, max_frac]^2`` (StyleGAN3's
+        1/8 of the size), the same ``n`` shifts for every image; zero fill
+        (:func:`integer_translate`), i.e. the value 0 of the (normalised) input.
+
+        Adapted to classifiers: PSNR in dB between softmax outputs with peak 1
+        (probabilities), ``10 log10(1 / MSE)`` with ``MSE`` the mean over the ``n``
+        draws and the classes of ``(p(T x) - p(x))^2``, per image (StyleGAN3 likewise
+        pools the squared error before the log). ``MSE == 0`` gives ``+inf``: aggregate
+        over images with the median, or through the ``*_mse`` column. StyleGAN3
+        compares generated images (peak 2) inside a border mask; a classifier's output
+        has no border, so nothing is masked.
+
+    Returns:
+        Columns ``image``, ``eq_t`` (dB) and ``eq_t_mse``; likewise for EQ-T_frac, EQ-R.
+    """
+    _check_input(x)
+    _check_count(n)
+    h, w = x.shape[-2:]
+    shifts = torch.round(_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).long().tolist()
+    return _psnr_metric(model, x, [lambda z, s=s: integer_translate(z, *s) for s in shifts], "eq_t")
+
+
+def eq_t_frac(
+    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, n: int = 10, seed: int = 0
+) -> pd.DataFrame:
+    """EQ-T_frac: fractional translations by ideal (sinc) resampling; PSNR as :func:`eq_t`.
+
+    Convention:
+        ``(dx, dy) = u * (W, H)`` pixels, ``u ~ U[-max_frac, max_frac]^2``, not rounded;
+        applied by :func:`fourier_shift` (periodic band-limited interpolation: circular,
+        no fill). StyleGAN3 uses a Lanczos-3 kernel with zero fill instead.
+    """
+    _check_input(x)
+    _check_count(n)
+    h, w = x.shape[-2:]
+    shifts = (_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).tolist()
+    fns = [lambda z, s=s: fourier_shift(z, *s) for s in shifts]
+    return _psnr_metric(model, x, fns, "eq_t_frac")
+
+
+def eq_r(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    max_angle: float = math.pi,
+    n: int = 10,
+    up: int = 4,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """EQ-R: band-limited rotations (:func:`fourier_rotate`); PSNR as :func:`eq_t`.
+
+    Convention:
+        Angles in radians, uniform in ``[-max_angle, max_angle]`` (StyleGAN3 and the
+        paper's code: the full circle), the same ``n`` angles for every image;
+        ``up``-fold band-limited upsampling; the corners are filled with 0.
+    """
+    _check_input(x)
+    _check_count(n)
+    angles = _uniform(n, 1, max_angle, seed)[:, 0].tolist()
+    fns = [lambda z, a=a: fourier_rotate(z, a, up=up) for a in angles]
+    return _psnr_metric(model, x, fns, "eq_r")
+
+
+def sampled_invariance(
+    model: nn.Module,
+    x: torch.Tensor,
+    action: str | Action,
+    *,
+    t_max: float,
+    n: int = 10,
+    seed: int = 0,
+    output: str = "softmax",
+) -> pd.DataFrame:
+    """Sampled finite-transform invariance along a lielib action, per image.
+
+    ``rate = mean_t mean_c |p_c(T_t x) - p_c(x)| / |t|``, a finite-difference analogue of
+    :func:`lielib.lee` with ``reduce="mean_abs"`` (it tends to LEE as ``t_max -> 0``).
+
+    Convention:
+        ``T_t x = action.act(x, t)`` (units of ``t`` are the action's: normalised image
+        units, radians for ``rotate``), ``t`` uniform in ``[-t_max, t_max]`` without 0, the
+        same ``n`` values for every image. ``p`` is the model's ``output``
+        (``softmax``, ``log_softmax`` or ``logits``).
+
+    Returns:
+        Columns ``image``, ``action``, ``finite_difference_lee`` (the rate),
+        ``mean_abs_change`` (``mean_t mean_c |p(T_t x) - p(x)|``) and
+        ``prediction_unchanged`` (fraction of draws with the same argmax).
+    """
+    _check_input(x)
+    _check_count(n)
+    act = get_action(action)
+    to_output = _output_fn(output)
+    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
+        raise ValueError(f"t_max must be a positive finite number, got {t_max!r}")
+    gen = torch.Generator().manual_seed(seed)
+    mag = 1 - torch.rand(n, generator=gen, dtype=torch.float64)  # (0, 1]
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).double()
+    ts = (t_max * mag * sign).tolist()
+    with measuring(model), torch.no_grad():
+        z = _logits(model, x)
+        p, ref = to_output(z), z.argmax(-1)
+        change, rate, same = [], [], []
+        for t in ts:
+            zt = _logits(model, act.act(x, t))
+            d = (to_output(zt) - p).abs().double().mean(-1)
+            change.append(d)
+            rate.append(d / abs(t))
+            same.append((zt.argmax(-1) == ref).double())
+    frame = _frame(
+        {
+            "finite_difference_lee": torch.stack(rate).mean(0),
+            "mean_abs_change": torch.stack(change).mean(0),
+            "prediction_unchanged": torch.stack(same).mean(0),
+        }
+    )
+    frame.insert(1, "action", act.name)
+    return frame

@@ -1,0 +1,208 @@
+"""One look for every figure of the book: theme, colour-blind-safe palettes, label maps.
+
+Colours come from the Okabe-Ito palette (distinguishable under the common forms of colour
+blindness), with grey as the fallback for anything unnamed. Model families and layer kinds
+each get a fixed colour, so the same family has the same colour in every chapter.
+Signed images (tangents, Lie derivatives) use the diverging ColorBrewer map ``RdBu_r``
+with limits symmetric about zero.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+
+__all__ = [
+    "ACTION_LABELS",
+    "DIVERGING_CMAP",
+    "FAMILY_PALETTE",
+    "LAYER_KIND_PALETTE",
+    "OKABE_ITO",
+    "action_label",
+    "family_color",
+    "family_of",
+    "imshow_signed",
+    "save_figure",
+    "use_theme",
+]
+
+# Okabe & Ito (2008), "Color Universal Design".
+OKABE_ITO: dict[str, str] = {
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+    "black": "#000000",
+    "grey": "#999999",
+}
+
+FAMILY_PALETTE: dict[str, str] = {
+    "cnn": OKABE_ITO["blue"],
+    "vit": OKABE_ITO["vermillion"],
+    "mixer": OKABE_ITO["bluish_green"],
+    "convnext": OKABE_ITO["reddish_purple"],
+    "efficientnet": OKABE_ITO["orange"],
+    "swin": OKABE_ITO["sky_blue"],
+    "mobilenet": OKABE_ITO["yellow"],
+    "other": OKABE_ITO["grey"],
+}
+"""Colour per model family; ``"other"`` is the fallback."""
+
+# Synonyms and timm name prefixes -> family, checked in order (first match wins).
+_FAMILY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("convnext", "convnext"),
+    ("tf_efficientnet", "efficientnet"),
+    ("efficientnet", "efficientnet"),
+    ("mobilenet", "mobilenet"),
+    ("swin", "swin"),
+    ("vit", "vit"),
+    ("deit", "vit"),
+    ("beit", "vit"),
+    ("cait", "vit"),
+    ("pit_", "vit"),
+    ("transformer", "vit"),
+    ("mixer", "mixer"),
+    ("resmlp", "mixer"),
+    ("gmlp", "mixer"),
+    ("mlp", "mixer"),
+    ("resnet", "cnn"),
+    ("resnext", "cnn"),
+    ("wide_resnet", "cnn"),
+    ("tv_", "cnn"),
+    ("vgg", "cnn"),
+    ("densenet", "cnn"),
+    ("inception", "cnn"),
+    ("xception", "cnn"),
+    ("regnet", "cnn"),
+    ("dla", "cnn"),
+    ("dpn", "cnn"),
+    ("seresnet", "cnn"),
+    ("cspres", "cnn"),
+    ("lenet", "cnn"),
+    ("cnn", "cnn"),
+    ("conv", "cnn"),
+)
+
+LAYER_KIND_PALETTE: dict[str, str] = {
+    "activation": OKABE_ITO["vermillion"],
+    "conv": OKABE_ITO["blue"],
+    "linear": OKABE_ITO["bluish_green"],
+    "attention": OKABE_ITO["reddish_purple"],
+    "norm": OKABE_ITO["orange"],
+    "pool": OKABE_ITO["sky_blue"],
+    "embed": OKABE_ITO["yellow"],
+    "residual": OKABE_ITO["black"],
+    "other": OKABE_ITO["grey"],
+}
+"""Colour per layer kind (layer-wise decompositions); ``"other"`` is the fallback."""
+
+ACTION_LABELS: dict[str, str] = {
+    "translate_x": "Translation (x)",
+    "translate_y": "Translation (y)",
+    "rotate": "Rotation",
+    "scale": "Scaling",
+    "shear_x": "Shear (x)",
+    "shear_y": "Shear (y)",
+    "stretch_x": "Stretch (x)",
+    "stretch_y": "Stretch (y)",
+    "hyperbolic_rotate": "Hyperbolic rotation",
+    "saturate": "Saturation (intensity)",
+}
+"""Display names of the ten actions of :func:`lielib.list_actions`."""
+
+DIVERGING_CMAP = "RdBu_r"
+
+
+def family_of(name: str) -> str:
+    """The family key of :data:`FAMILY_PALETTE` for a family name or a timm model name.
+
+    ``"vit_small_patch16_224.augreg_in21k"`` -> ``"vit"``; unknown names -> ``"other"``.
+    """
+    key = str(name).lower().strip()
+    if key in FAMILY_PALETTE:
+        return key
+    for prefix, family in _FAMILY_PREFIXES:
+        if key.startswith(prefix):
+            return family
+    return "other"
+
+
+def family_color(name: str) -> str:
+    """Hex colour of a model family or a timm model name (grey for unknown names)."""
+    return FAMILY_PALETTE[family_of(name)]
+
+
+def action_label(name: str) -> str:
+    """Pretty name of an action; unknown names are returned unchanged."""
+    return ACTION_LABELS.get(name, name)
+
+
+def use_theme(*, context: str = "notebook") -> None:
+    """Apply the book's one theme: seaborn ``whitegrid``, Okabe-Ito colour cycle.
+
+    Call once at the top of a chapter; it only changes matplotlib's rcParams.
+    """
+    import seaborn as sns
+
+    cycle = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "orange",
+                                     "reddish_purple", "sky_blue", "black", "yellow")]
+    sns.set_theme(context=context, style="whitegrid", palette=cycle, font_scale=0.95)
+    mpl.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "axes.titleweight": "bold",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "image.cmap": "viridis",
+            "legend.frameon": False,
+        }
+    )
+
+
+def imshow_signed(ax, values, *, vmax: float | None = None, quantile: float = 0.99):
+    """Show a signed 2-D array with a diverging map and limits symmetric about 0.
+
+    Args:
+        ax: a matplotlib ``Axes``.
+        values: ``(H, W)`` array or tensor.
+        vmax: colour limit; the ``quantile`` of ``|values|`` when omitted (robust to a
+            few extreme pixels).
+
+    Returns:
+        The ``AxesImage``.
+    """
+    arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"imshow_signed needs a 2-D array (H, W), got shape {arr.shape}")
+    if vmax is None:
+        vmax = float(np.quantile(np.abs(arr), quantile)) or 1.0
+    im = ax.imshow(arr, cmap=DIVERGING_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    return im
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """Save ``fig`` atomically (temporary file + ``os.replace``); format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,203 @@
+"""lie_derivative and lee: finite differences, known answers, timm families, bad input."""
+
+import pytest
+import timm
+from timm.models.mlp_mixer import MlpMixer
+import torch
+from torch import nn
+
+from conftest import reinit_
+from lielib import get_action, lee, lie_derivative, lie_derivative_double_backward, list_actions
+from lielib.layout import Layout
+from lielib.lie import measuring
+
+ALL = list_actions()
+
+
+def image(b=2, c=3, h=9, w=9, seed=0, dtype=torch.float64):
+    return torch.randn(b, c, h, w, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+def smooth_net(out_channels=4, classes=5):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, out_channels, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.LazyLinear(classes)
+    ).double()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_matches_finite_differences(name):
+    f = smooth_net()
+    x = image()
+    f(x)  # materialise the lazy layer
+    a = get_action(name)
+    h = 1e-6
+    fd = (f(a.act(x, h, stencil="central")) - f(a.act(x, -h, stencil="central"))) / (2 * h)
+    ld = lie_derivative(f, x, name, stencil="central")
+    torch.testing.assert_close(ld, fd, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["translate_x", "rotate", "scale", "saturate"])
+def test_image_output_matches_transform_back(name):
+    """d/dt T_-t f(T_t x) for an image-to-image f."""
+    torch.manual_seed(1)
+    conv = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Tanh()).double()
+    x = image()
+    a = get_action(name)
+    h = 1e-6
+
+    def g(t):
+        return a.act(conv(a.act(x, t, stencil="central")), -t, stencil="central")
+
+    fd = (g(h) - g(-h)) / (2 * h)
+    ld = lie_derivative(conv, x, name, out_layout="NCHW", stencil="central")
+    inner = (..., slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(ld[inner], fd[inner], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stencil", ["paper", "central"])
+@pytest.mark.parametrize("name", ALL)
+def test_fixed_additive_pattern(name, stencil):
+    """f(x) = x + P is equivariant but for P: L f = -dP, the tangent of the pattern."""
+    pattern = image(b=1, seed=7)
+    x = image()
+    ld = lie_derivative(lambda z: z + pattern, x, name, out_layout="NCHW", stencil=stencil)
+    expected = -get_action(name).tangent(pattern.expand_as(x), stencil=stencil)
+    torch.testing.assert_close(ld, expected, atol=1e-10, rtol=1e-10)
+
+
+class CentrePixelNet(nn.Module):
+    """Reads only the centre pixel, which every linear action fixes: invariant by construction."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4).double()
+
+    def forward(self, x):
+        return self.fc(x[:, :, x.shape[2] // 2, x.shape[3] // 2]).softmax(-1)
+
+
+LINEAR = [a for a in ALL if not a.startswith("translate") and a != "saturate"]
+
+
+@pytest.mark.parametrize("name", LINEAR)
+def test_invariant_model_has_zero_lie_derivative(name):
+    torch.manual_seed(0)
+    out = lie_derivative(CentrePixelNet(), image(), name)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_scale_invariant_model_under_saturate():
+    f = nn.Sequential(nn.Flatten(), nn.Linear(3 * 81, 4)).double()
+    out = lie_derivative(lambda x: f(x / x.flatten(1).norm(dim=1)[:, None, None, None]), image(), "saturate")
+    assert out.abs().max() < 1e-14
+
+
+def test_relu_is_not_equivariant_to_subpixel_shifts():
+    """Known non-zero: a pointwise ReLU commutes with integer shifts but not with the stencil."""
+    x = image()
+    ld = lie_derivative(torch.relu, x, "translate_x", out_layout="NCHW")
+    assert ld.abs().max() > 0.1
+
+
+def test_tokens_layout_moves_grid_and_keeps_prefix():
+    layout = Layout.tokens(1, (3, 3))
+    tokens = torch.randn(2, 10, 4, dtype=torch.float64)
+    ld = lie_derivative(lambda z: z, tokens, "translate_x", in_layout=layout, out_layout=layout)
+    assert ld.abs().max() < 1e-12  # the identity is equivariant
+    shifted = lie_derivative(lambda z: z.sum(1), tokens, "translate_x", in_layout=layout)
+    assert shifted.shape == (2, 4)
+
+
+def tiny_timm(name, **kw):
+    model = timm.create_model(name, num_classes=7, **kw)
+    return reinit_(model, seed=0, scale=0.1).eval()
+
+
+TIMM = {
+    "resnet": lambda: tiny_timm("test_resnet"),
+    "vit": lambda: tiny_timm("test_vit", img_size=32),
+    "mixer": lambda: reinit_(
+        MlpMixer(num_classes=7, img_size=32, patch_size=8, num_blocks=2, embed_dim=32), scale=0.1
+    ).eval(),
+    "convnext": lambda: tiny_timm("test_convnext"),
+}
+
+
+@pytest.fixture(scope="module", params=list(TIMM))
+def timm_model(request):
+    return request.param, TIMM[request.param]()
+
+
+def test_lee_finite_for_timm_families(timm_model):
+    name, model = timm_model
+    x = image(b=2, h=32, w=32, dtype=torch.float32, seed=3)
+    frame = lee(model, x)
+    assert list(frame.columns) == ALL and len(frame) == 2
+    assert frame.notna().all().all() and (frame.to_numpy() > 0).all(), name
+
+
+def test_forward_mode_equals_double_backward(timm_model):
+    name, model = timm_model
+    x = image(b=1, h=32, w=32, dtype=torch.float32, seed=4)
+    f = lambda z: model(z).softmax(-1)  # noqa: E731
+    with measuring(model):
+        for action in ["translate_x", "rotate", "saturate"]:
+            fwd = lie_derivative(f, x, action)
+            rev = lie_derivative_double_backward(f, x, action)
+            torch.testing.assert_close(fwd, rev, atol=1e-6, rtol=1e-4, msg=f"{name} {action}")
+
+
+def test_lee_reductions_and_any_class_count():
+    f = smooth_net(classes=3)
+    x = image()
+    f(x)
+    d = lie_derivative(lambda z: f(z).softmax(-1), x, "rotate")
+    abs_ = lee(f, x, ["rotate"], reduce="mean_abs")["rotate"].to_numpy()
+    sq = lee(f, x, ["rotate"], reduce="mean_sq")["rotate"].to_numpy()
+    l2 = lee(f, x, ["rotate"], reduce="l2")["rotate"].to_numpy()
+    torch.testing.assert_close(torch.tensor(abs_), d.abs().mean(-1))
+    torch.testing.assert_close(torch.tensor(sq), d.square().mean(-1))
+    torch.testing.assert_close(torch.tensor(l2), d.norm(dim=-1))
+    logits = lee(f, x, ["rotate"], output="logits")["rotate"].to_numpy()
+    dl = lie_derivative(f, x, "rotate")
+    torch.testing.assert_close(torch.tensor(logits), dl.abs().mean(-1))
+
+
+def test_lee_leaves_model_unchanged():
+    model = tiny_timm("test_vit", img_size=32)
+    model.train()
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = True
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = image(b=1, h=32, w=32, dtype=torch.float32)
+    first = lee(model, x, ["rotate"])
+    second = lee(model, x, ["rotate"])
+    assert first.equals(second)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_lee_bad_inputs():
+    f = smooth_net()
+    x = image()
+    f(x)
+    with pytest.raises(ValueError, match="unknown action 'spin'"):
+        lee(f, x, ["spin"])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        lee(f, x[0], ["rotate"])
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        lee(f, bad)
+    with pytest.raises(ValueError, match="unknown reduce"):
+        lee(f, x, reduce="max")
+    with pytest.raises(ValueError, match="unknown output"):
+        lee(f, x, output="probs")
+    with pytest.raises(ValueError, match="actions is empty"):
+        lee(f, x, [])
+    with pytest.raises(ValueError, match="classifier output"):
+        lee(nn.Conv2d(3, 3, 1).double(), x, ["rotate"])

@@ -1,0 +1,320 @@
+"""Sample-based metrics: known answers, transform conventions, determinism, bad input."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from lielib import get_action, lee
+from lielib.metrics import (
+    eq_r,
+    eq_t,
+    eq_t_frac,
+    fourier_rotate,
+    fourier_shift,
+    integer_translate,
+    psnr_db,
+    sampled_invariance,
+    shift_consistency,
+)
+
+F64 = torch.float64
+
+
+def image(b=2, c=3, h=16, w=16, seed=0, dtype=F64):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c, h, w, generator=gen, dtype=dtype)
+
+
+class PoolLinear(nn.Module):
+    """Global average pool + linear: invariant to every permutation of the pixels."""
+
+    def __init__(self, c=3, k=5, seed=0, dtype=F64):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.head = nn.Linear(c, k, dtype=dtype)
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(-2, -1)))
+
+
+class FlatLinear(nn.Module):
+    """Linear on the flattened pixels: sensitive to translations."""
+
+    def __init__(self, c=3, h=16, w=16, k=5, seed=0, dtype=F64):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.head = nn.Linear(c * h * w, k, dtype=dtype)
+        with torch.no_grad():
+            self.head.weight.mul_(20.0)  # large enough that shifts change the argmax
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+
+
+class ScaleInvariant(nn.Module):
+    """Linear on x / |x|: exactly invariant under the intensity scaling ``saturate``."""
+
+    def __init__(self, c=3, h=16, w=16, k=4):
+        super().__init__()
+        torch.manual_seed(1)
+        self.head = nn.Linear(c * h * w, k, dtype=F64)
+
+    def forward(self, x):
+        z = x.flatten(1)
+        return self.head(z / z.norm(dim=1, keepdim=True))
+
+
+# --- transforms -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9), (6, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("shift", [(3, -2), (0, 5), (-7, 1)], ids=str)
+def test_fourier_shift_by_integer_is_roll(hw, shift):
+    x = image(h=hw[0], w=hw[1])
+    dx, dy = shift
+    torch.testing.assert_close(fourier_shift(x, dx, dy), torch.roll(x, (dy, dx), (-2, -1)))
+
+
+def test_fourier_shift_composes_odd_size():
+    x = image(h=9, w=11)
+    twice = fourier_shift(fourier_shift(x, 0.3, 1.7), 1.1, -0.45)
+    torch.testing.assert_close(twice, fourier_shift(x, 1.4, 1.25))
+    torch.testing.assert_close(fourier_shift(fourier_shift(x, 0.6, -0.2), -0.6, 0.2), x)
+
+
+def test_fourier_shift_composes_even_size_without_nyquist():
+    x = image(h=8, w=10)
+    spec = torch.fft.fft2(x)
+    spec[..., 4, :] = 0
+    spec[..., :, 5] = 0
+    x = torch.fft.ifft2(spec).real
+    twice = fourier_shift(fourier_shift(x, 0.3, 1.7), 1.1, -0.45)
+    torch.testing.assert_close(twice, fourier_shift(x, 1.4, 1.25))
+    # with Nyquist content it still composes when one shift is an integer
+    y = image(h=8, w=10, seed=1)
+    torch.testing.assert_close(fourier_shift(fourier_shift(y, 2, -1), 0.3, 0.7),
+                               fourier_shift(y, 2.3, -0.3))
+
+
+def test_fourier_shift_direction_matches_lielib_translate():
+    n = 32
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=F64), torch.arange(n, dtype=F64), indexing="ij")
+    blob = torch.exp(-((xx - 12) ** 2 / 18 + (yy - 18) ** 2 / 8))[None, None]
+    # +1.5 px to the right is translate_x by t = -1.5 * 2 / (W - 1) (theta samples from x + t)
+    lielib_shift = get_action("translate_x").act(blob, -1.5 * 2 / (n - 1))
+    assert (fourier_shift(blob, 1.5, 0) - lielib_shift).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("angle", [0.0, 2 * math.pi], ids=["0", "2pi"])
+def test_fourier_rotate_identity(hw, angle):
+    x = image(h=hw[0], w=hw[1])
+    torch.testing.assert_close(fourier_rotate(x, angle), x)
+
+
+def test_fourier_rotate_quarter_turn_is_rot90_and_lielib_rotate():
+    x = image(h=8, w=8)
+    r = fourier_rotate(x, math.pi / 2)
+    torch.testing.assert_close(r, torch.rot90(x, -1, (-2, -1)))
+    torch.testing.assert_close(r, get_action("rotate").act(x, math.pi / 2))
+
+
+def test_fourier_rotate_small_angle_agrees_with_lielib_rotate():
+    n = 32
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=F64), torch.arange(n, dtype=F64), indexing="ij")
+    blob = torch.exp(-((xx - 12) ** 2 / 18 + (yy - 18) ** 2 / 8))[None, None]
+    err = (fourier_rotate(blob, 0.3) - get_action("rotate").act(blob, 0.3)).abs().max()
+    opposite = (fourier_rotate(blob, -0.3) - get_action("rotate").act(blob, 0.3)).abs().max()
+    assert err < 0.05 < opposite
+    twice = fourier_rotate(fourier_rotate(blob, 0.2), 0.3)
+    assert (twice - fourier_rotate(blob, 0.5)).abs().max() < 0.01
+
+
+def test_integer_translate_zero_fill_on_asymmetric_input():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    y = integer_translate(x, 1, -1)  # one right, one up
+    expected = torch.tensor([[0.0, 4, 5, 6], [0, 8, 9, 10], [0, 0, 0, 0]])
+    torch.testing.assert_close(y[0, 0], expected)
+    assert integer_translate(x, 4, 0).abs().sum() == 0
+
+
+def test_psnr_db_known_values():
+    mse = torch.tensor([0.01, 1.0, 0.0], dtype=F64)
+    torch.testing.assert_close(psnr_db(mse), torch.tensor([20.0, 0.0, math.inf], dtype=F64))
+    torch.testing.assert_close(psnr_db(torch.tensor([1.0], dtype=F64), peak=2.0),
+                               torch.tensor([20 * math.log10(2)], dtype=F64))
+
+
+# --- metrics: known answers -------------------------------------------------------------
+
+
+def test_invariant_model_is_fully_shift_consistent():
+    frame = shift_consistency(PoolLinear(), image(b=3, dtype=torch.float32).double())
+    assert list(frame.columns) == ["image", "consistency", "consistency_x", "consistency_y"]
+    assert frame["image"].tolist() == [0, 1, 2]
+    assert (frame[["consistency", "consistency_x", "consistency_y"]] == 1.0).all().all()
+
+
+def test_translation_sensitive_model_is_inconsistent():
+    x, model = image(b=4), FlatLinear()
+    with_zero = shift_consistency(model, x)
+    without = shift_consistency(model, x, include_zero=False)
+    assert with_zero["consistency"].mean() < 1.0
+    # shift 0 always agrees: the counts are k / 8 with k >= 1, and (1 + 7 c) / 8
+    counts = with_zero["consistency_x"] * 8
+    assert ((counts - counts.round()).abs() < 1e-12).all() and (counts >= 1).all()
+    pd.testing.assert_series_equal(
+        with_zero["consistency_x"], (1 + 7 * without["consistency_x"]) / 8, check_names=False
+    )
+    only_y = shift_consistency(model, x, axes=("y",), max_shift=3)
+    assert list(only_y.columns) == ["image", "consistency", "consistency_y"]
+
+
+def test_eq_t_exact_invariance_gives_inf():
+    # integer pixel values in the centre, zero border wider than the largest shift (32/8 = 4):
+    # the pooled sums are exact in float64, so p(T x) == p(x) bit for bit.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(2, 3, 32, 32, dtype=F64)
+    x[..., 8:24, 8:24] = torch.randint(-3, 4, (2, 3, 16, 16), generator=gen).double()
+    frame = eq_t(PoolLinear(), x, n=6)
+    assert list(frame.columns) == ["image", "eq_t", "eq_t_mse"]
+    assert (frame["eq_t_mse"] == 0).all() and (frame["eq_t"] == math.inf).all()
+
+
+@pytest.mark.parametrize("metric", [eq_t, eq_t_frac, eq_r], ids=lambda f: f.__name__)
+def test_invariant_model_scores_higher_than_sensitive_one(metric):
+    x = image(b=2)
+    invariant = metric(PoolLinear(), x, n=4)
+    sensitive = metric(FlatLinear(), x, n=4)
+    name = metric.__name__
+    assert torch.isfinite(torch.tensor(sensitive[name].values)).all()
+    assert (invariant[name] > sensitive[name] + 10).all()
+    if metric is eq_t_frac:  # the periodic shift keeps the mean: PoolLinear is invariant
+        assert (invariant[name] > 100).all()
+
+
+def test_sampled_invariance_tends_to_lee():
+    x, model = image(b=2), FlatLinear()
+    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, n=4)
+    assert list(frame.columns) == [
+        "image", "action", "finite_difference_lee", "mean_abs_change", "prediction_unchanged"
+    ]
+    assert (frame["action"] == "saturate").all()
+    assert (frame["prediction_unchanged"] == 1.0).all()
+    reference = lee(model, x, ["saturate"])["saturate"].to_numpy()
+    torch.testing.assert_close(
+        torch.tensor(frame["finite_difference_lee"].to_numpy()), torch.tensor(reference),
+        rtol=1e-4, atol=0,
+    )
+
+
+def test_sampled_invariance_of_invariant_model():
+    x = image(b=2)
+    frame = sampled_invariance(ScaleInvariant(), x, "saturate", t_max=0.5, n=5)
+    assert (frame["finite_difference_lee"] < 1e-12).all()
+    assert (frame["prediction_unchanged"] == 1.0).all()
+    sensitive = sampled_invariance(FlatLinear(), x, "translate_x", t_max=0.5, n=5)
+    assert (sensitive["finite_difference_lee"] > 1e-3).all()
+    assert (sensitive["mean_abs_change"] > 0).all()
+
+
+# --- determinism, batching, model state ---------------------------------------------------
+
+CALLS = {
+    "eq_t": lambda m, x, s: eq_t(m, x, n=3, seed=s),
+    "eq_t_frac": lambda m, x, s: eq_t_frac(m, x, n=3, seed=s),
+    "eq_r": lambda m, x, s: eq_r(m, x, n=3, seed=s),
+    "sampled": lambda m, x, s: sampled_invariance(m, x, "rotate", t_max=0.3, n=3, seed=s),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_seeded_deterministic_and_batch_independent(name):
+    call, x, model = CALLS[name], image(b=3), FlatLinear()
+    first = call(model, x, 7)
+    pd.testing.assert_frame_equal(first, call(model, x, 7))
+    assert not first.equals(call(model, x, 8))
+    alone = call(model, x[1:2], 7)
+    numeric = first.select_dtypes("number").columns.drop("image")
+    torch.testing.assert_close(
+        torch.tensor(alone[numeric].to_numpy()), torch.tensor(first[numeric].to_numpy()[1:2])
+    )
+
+
+class Records(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 2, dtype=F64)
+        self.drop = nn.Dropout(0.5)
+        self.seen_training = []
+        self.seen_grad = []
+
+    def forward(self, x):
+        self.seen_training.append(self.training)
+        self.seen_grad.append(torch.is_grad_enabled())
+        return self.head(self.drop(x.mean(dim=(-2, -1))))
+
+
+def test_runs_in_eval_mode_without_grad_and_restores_model():
+    model = Records().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shift_consistency(model, image(b=2), max_shift=2)
+    eq_r(model, image(b=2), n=2)
+    assert model.training and not any(model.seen_training) and not any(model.seen_grad)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_same_values_on_gpu():
+    x, model = image(b=2), FlatLinear()
+    for call in CALLS.values():
+        cpu = call(model, x, 3)
+        gpu = call(model.cuda(), x.cuda(), 3)
+        model.cpu()
+        numeric = cpu.select_dtypes("number").columns
+        torch.testing.assert_close(torch.tensor(gpu[numeric].to_numpy()),
+                                   torch.tensor(cpu[numeric].to_numpy()), rtol=1e-6, atol=1e-9)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [shift_consistency, eq_t, eq_t_frac, eq_r,
+     lambda m, x: sampled_invariance(m, x, "rotate", t_max=0.1)],
+    ids=["shift_consistency", "eq_t", "eq_t_frac", "eq_r", "sampled_invariance"],
+)
+def test_bad_input_raises(metric):
+    model = PoolLinear()
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        metric(model, image()[0])
+    bad = image()
+    bad[0, 0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metric(model, bad)
+    with pytest.raises(TypeError, match="floating point"):
+        metric(model, torch.zeros(1, 3, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"logits \(B, num_classes\)"):
+        metric(nn.Identity(), image())
+
+
+def test_bad_arguments_raise():
+    model, x = PoolLinear(), image()
+    with pytest.raises(ValueError, match="axes"):
+        shift_consistency(model, x, axes=("z",))
+    with pytest.raises(ValueError, match="no shifts"):
+        shift_consistency(model, x, max_shift=0, include_zero=False)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        eq_t(model, x, n=0)
+    with pytest.raises(ValueError, match="t_max"):
+        sampled_invariance(model, x, "rotate", t_max=0.0)
+    with pytest.raises(ValueError, match="unknown action"):
+        sampled_invariance(model, x, "spin", t_max=0.1)
+    with pytest.raises(ValueError, match="unknown output"):
+        sampled_invariance(model, x, "rotate", t_max=0.1, output="probs")
