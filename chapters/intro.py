@@ -58,7 +58,12 @@ WRITE_RESULTS = True  # write the LEE table to results/intro/lee.csv
 
 # %% tags=["hide-input"]
 import time
+import warnings
 from pathlib import Path
+
+# Two harmless warnings of the installed libraries, kept out of the page.
+warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
 import matplotlib.pyplot as plt
 import numpy as np

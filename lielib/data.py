@@ -259,6 +259,7 @@ def photo_manifest(*, root: str | os.PathLike | None = None) -> list[dict[str, s
 def load_photos(
     n: int | None = None,
     *,
+    files: Sequence[str] | None = None,
     data_config: Any = None,
     size: int | None = None,
     seed: int = 0,
@@ -271,6 +272,7 @@ def load_photos(
 
     Args:
         n: how many photos; the same seeded ``n`` for every model (all of them if None).
+        files: instead of ``n``, these photos by file name (e.g. ``["skimage_coffee.jpg"]``).
         data_config: the model's data config (see :func:`resolve_config`).
         size: overrides the resolution (e.g. 32 for a small test).
         seed: chooses the subset.
@@ -281,7 +283,16 @@ def load_photos(
     """
     rows = photo_manifest(root=root)
     folder = data_root(root) / "photos"
-    files = [rows[i]["file"] for i in seeded_indices(len(rows), n, seed)]
+    names = [r["file"] for r in rows]
+    if files is None:
+        files = [names[i] for i in seeded_indices(len(rows), n, seed)]
+    else:
+        if n is not None:
+            raise ValueError("Pass either n (a seeded subset) or files (by name), not both.")
+        files = list(files)
+        unknown = sorted(set(files) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown photos {unknown}; the photo set holds {names}.")
     config = resolve_config(data_config, size=size)
     channels = config["input_size"][0]
     images = _load_images([folder / f for f in files], make_transform(config), channels)

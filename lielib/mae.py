@@ -1,6 +1,6 @@
 """A small masked-autoencoder ViT, fine-tuned on rotated MNIST while its equivariance is tracked.
 
-The paper (Gruver et al., 2023, Sec. 6) fine-tunes an MAE-pretrained ViT on rotated MNIST
+The paper (Gruver et al., 2023) fine-tunes an MAE-pretrained ViT on rotated MNIST
 and watches the rotation Lie derivative fall as the model learns the symmetry from data.
 No pretrained MAE can be downloaded here, so this module pretrains its own on upright
 MNIST digits that are disjoint from the rotated test set (see :mod:`lielib.rotated_mnist`).
@@ -608,7 +608,7 @@ def run_experiment(
     variants = [(v, *_parse_variant(v)) for v in cfg.variants]
     out_dir, cache, say = Path(out_dir), _cache(cache_dir), log or (lambda _msg: None)
     dev = torch.device(cfg.device)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     train = load_rotated_mnist("train", seed=cfg.seed, size=cfg.train_size)
     test = load_rotated_mnist("test", seed=cfg.seed, size=max(cfg.eval_size, cfg.lee_size))
     test_xy = (test.images[: cfg.eval_size], test.labels[: cfg.eval_size])
@@ -678,13 +678,14 @@ def run_experiment(
     t = time.perf_counter()
     try:
         lw_path, status = run_layerwise(cfg, out_dir, cache_dir=cache, command=command, log=say)
-    except Exception as err:  # the training results stand; record why this part failed
+    except Exception as err:  # noqa: BLE001 -- training results stand; record why this failed
         lw_path, status = None, f"failed: {type(err).__name__}: {err}"
         say(f"layer-wise decomposition {status}; rerun it with --layerwise-only")
     if lw_path is not None:
         paths["layerwise"] = lw_path
     timings["layerwise"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    timings["total_cpu"] = time.process_time() - cpu0
     meta = _meta(cfg, command, seconds=dict(timings), layerwise=status)
     paths["epochs"] = write_table(out_dir / "epochs.csv", table, meta)
     say(f"done in {timings['total']:.0f} s; layer-wise: {status}")

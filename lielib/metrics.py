@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .actions import Action, get_action
@@ -67,6 +68,15 @@ def _check_input(x: torch.Tensor) -> None:
 def _check_count(n: int, name: str = "n") -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{name} must be a positive integer, got {n!r}")
+
+
+def _check_bound(value: float, name: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +134,9 @@ def fourier_shift(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
     ``y = IDFT(DFT(x) * exp(-2 pi i (f_x dx + f_y dy)))`` with ``f`` in cycles per sample.
 
     Convention:
+        ``dx`` pixels to the right (towards larger column index), ``dy`` down; for a smooth
+        image ``fourier_shift(x, dx, 0)`` approximates lielib's
+        ``translate_x.act(x, -2 dx / (W - 1))``.
         Periodic band-limited interpolation (the sinc kernel of the periodic image), so
         content leaving one side re-enters on the other, and an integer shift equals
         ``torch.roll(x, (dy, dx), dims=(-2, -1))``. For an even size the Nyquist
@@ -196,12 +209,13 @@ def fourier_rotate(x: torch.Tensor, angle: float, *, up: int = 4) -> torch.Tenso
         border; the band limit, the centre and the zero fill are the same.
     """
     _check_count(up, "up")
+    if x.ndim != 4:
+        raise ValueError(f"fourier_rotate needs (B, C, H, W), got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     hf, wf = up * h, up * w
-    fine = _upsample(x, up).flatten(-2)  # (..., hf * wf)
     # Fine sample k sits at coarse position k / up; use the periodic copy in [-1/2, N - 1/2).
-    py = torch.arange(hf, dtype=x.dtype, device=x.device) / up
-    px = torch.arange(wf, dtype=x.dtype, device=x.device) / up
+    py = torch.arange(hf, dtype=torch.float64, device=x.device) / up
+    px = torch.arange(wf, dtype=torch.float64, device=x.device) / up
     py, px = torch.where(py >= h - 0.5, py - h, py), torch.where(px >= w - 0.5, px - w, px)
     yy, xx = torch.meshgrid(py - (h - 1) / 2, px - (w - 1) / 2, indexing="ij")
     cos, sin = math.cos(angle), math.sin(angle)
@@ -209,21 +223,15 @@ def fourier_rotate(x: torch.Tensor, angle: float, *, up: int = 4) -> torch.Tenso
     slack = 1e-3
     inside = (sx >= -0.5 - slack) & (sx <= w - 0.5 + slack)
     inside &= (sy >= -0.5 - slack) & (sy <= h - 0.5 + slack)
-    fx, fy = sx * up, sy * up
-    x0, y0 = torch.floor(fx), torch.floor(fy)
-    wx, wy = (fx - x0).flatten(), (fy - y0).flatten()
-    x0, y0 = x0.long().flatten(), y0.long().flatten()
-    x1, y1 = (x0 + 1) % wf, (y0 + 1) % hf
-    x0, y0 = x0 % wf, y0 % hf
-
-    def at(iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
-        return torch.index_select(fine, -1, iy * wf + ix)
-
-    rot = (
-        (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy)
-        + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy
-    ) * inside.flatten()
-    return _downsample(rot.unflatten(-1, (hf, wf)), h, w).to(x.dtype)
+    # Bilinear with periodic wrap: pad one circular row/column, sample at (k mod N) in
+    # fine pixels (align_corners=True); points outside the square get -3, i.e. zero fill.
+    gx = torch.remainder(sx * up, wf) * (2 / wf) - 1
+    gy = torch.remainder(sy * up, hf) * (2 / hf) - 1
+    grid = torch.stack([gx, gy], -1).masked_fill(~inside[..., None], -3.0)
+    fine = F.pad(_upsample(x, up), (0, 1, 0, 1), mode="circular")
+    grid = grid.to(fine.dtype).expand(x.shape[0], hf, wf, 2)
+    rot = F.grid_sample(fine, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return _downsample(rot, h, w).to(x.dtype)
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -247,7 +255,8 @@ def shift_consistency(
         height. Shift 0 is counted, as in the paper's code (its columns
         ``consistency_x0..7``); pass ``include_zero=False`` to average over the
         non-trivial shifts only. The paper's code rolls dim 2 for its "x"; the pair of
-        axes is the same.
+        axes is the same. Zhang (2019) instead compares two random shifts of a crop;
+        this is the fixed-shift variant that the Lie derivative paper reports.
 
     Returns:
         Columns ``image``, ``consistency`` (all axes) and ``consistency_<axis>`` per axis.
@@ -265,7 +274,9 @@ def shift_consistency(
     with measuring(model), torch.no_grad():
         ref = _logits(model, x).argmax(-1)
         for a in axes:
-            same = [_logits(model, torch.roll(x, s, _AXIS_DIM[a])).argmax(-1) == ref for s in shifts]
+            same = [
+                _logits(model, torch.roll(x, s, _AXIS_DIM[a])).argmax(-1) == ref for s in shifts
+            ]
             columns[f"consistency_{a}"] = torch.stack(same).double().mean(0)
     overall = torch.stack(list(columns.values())).mean(0)
     return _frame({"consistency": overall, **columns})
@@ -311,6 +322,7 @@ def eq_t(
         Columns ``image``, ``eq_t`` (dB) and ``eq_t_mse``; likewise for EQ-T_frac, EQ-R.
     """
     _check_input(x)
+    _check_bound(max_frac, "max_frac")
     _check_count(n)
     h, w = x.shape[-2:]
     shifts = torch.round(_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).long().tolist()
@@ -328,6 +340,7 @@ def eq_t_frac(
         no fill). StyleGAN3 uses a Lanczos-3 kernel with zero fill instead.
     """
     _check_input(x)
+    _check_bound(max_frac, "max_frac")
     _check_count(n)
     h, w = x.shape[-2:]
     shifts = (_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).tolist()
@@ -352,6 +365,7 @@ def eq_r(
         ``up``-fold band-limited upsampling; the corners are filled with 0.
     """
     _check_input(x)
+    _check_bound(max_angle, "max_angle")
     _check_count(n)
     angles = _uniform(n, 1, max_angle, seed)[:, 0].tolist()
     fns = [lambda z, a=a: fourier_rotate(z, a, up=up) for a in angles]
@@ -371,7 +385,9 @@ def sampled_invariance(
     """Sampled finite-transform invariance along a lielib action, per image.
 
     ``rate = mean_t mean_c |p_c(T_t x) - p_c(x)| / |t|``, a finite-difference analogue of
-    :func:`lielib.lee` with ``reduce="mean_abs"`` (it tends to LEE as ``t_max -> 0``).
+    :func:`lielib.lee` with ``reduce="mean_abs"``. As ``t_max -> 0`` it tends to LEE for
+    a smooth action (``saturate``); bilinear resampling has one-sided derivatives at pixel
+    centres, so for geometric actions the limit averages the ``t > 0`` and ``t < 0`` sides.
 
     Convention:
         ``T_t x = action.act(x, t)`` (units of ``t`` are the action's: normalised image

@@ -52,22 +52,29 @@ _FAMILIES = (
     ("mixer", r"^(mixer|gmixer|resmlp|gmlp)_"),
     (
         "hybrid",
-        r"^(vit_\w*_r\d+|vit_\w*resnet|botnet|halonet|lambda_resnet|levit|coat_|coatnet|coatnext"
-        r"|maxvit|maxxvit|mobilevit|edgenext|efficientformer|fastvit|tiny_vit|convformer|caformer)",
+        (
+            r"^(vit_\w*_r\d+|vit_\w*resnet|botnet|halonet|lambda_resnet|levit|coat_|coatnet"
+            r"|coatnext|maxvit|maxxvit|mobilevit|edgenext|efficientformer|fastvit|tiny_vit"
+            r"|convformer|caformer)"
+        ),
     ),
     (
         "vit",
-        r"^(vit|deit|beit|cait|xcit|swin|eva|pit_|tnt_|twins|crossvit|convit|nest_|volo"
-        r"|flexivit|mvitv2|pvt_v2|samvit|gcvit|davit|hiera)",
+        (
+            r"^(vit|deit|beit|cait|xcit|swin|eva|pit_|tnt_|twins|crossvit|convit|nest_|volo"
+            r"|flexivit|mvitv2|pvt_v2|samvit|gcvit|davit|hiera)"
+        ),
     ),
     (
         "cnn",
-        r"^(resnet|resnext|wide_resnet|seresnet|seresnext|ecaresnet|skresnet|res2ne|resnest"
-        r"|regnet|densenet|vgg|efficientnet|tf_efficientnet|mobilenet|tf_mobilenet|mnasnet"
-        r"|ghostnet|convnext|dla|dpn|inception|xception|legacy_|hrnet|rexnet|nfnet|dm_nfnet|nf_"
-        r"|cspresnet|cspdarknet|darknet|selecsls|tresnet|gernet|hardcorenas|fbnet|lcnet|mixnet"
-        r"|tinynet|semnasnet|spnasnet|repvgg|gluon_|ssl_|swsl_|ig_|tv_|bat_resnext|cs3|repghost"
-        r"|mobileone|vovnet|ese_vovnet|rdnet|hgnet)",
+        (
+            r"^(resnet|resnext|wide_resnet|seresnet|seresnext|ecaresnet|skresnet|res2ne|resnest"
+            r"|regnet|densenet|vgg|efficientnet|tf_efficientnet|mobilenet|tf_mobilenet|mnasnet"
+            r"|ghostnet|convnext|dla|dpn|inception|xception|legacy_|hrnet|rexnet|nfnet|dm_nfnet|nf_"
+            r"|cspresnet|cspdarknet|darknet|selecsls|tresnet|gernet|hardcorenas|fbnet|lcnet|mixnet"
+            r"|tinynet|semnasnet|spnasnet|repvgg|gluon_|ssl_|swsl_|ig_|tv_|bat_resnext|cs3|repghost"
+            r"|mobileone|vovnet|ese_vovnet|rdnet|hgnet)"
+        ),
     ),
 )
 

