@@ -37,7 +37,7 @@ data_root = ""  # data root; empty: $LIELIB_DATA or ../shared/data
 seed = 0
 device = "cpu"
 threads = 1  # torch CPU threads
-out = ""  # results table; empty: results/architectures/<source>/<model>.csv
+out = ""  # results table; empty: the cache (the sweep passes results/architectures/...)
 command = ""  # set by the sweep: the command recorded in the table's metadata
 
 # %% tags=["hide-input"]
@@ -63,7 +63,7 @@ def repo_root(start: Path) -> Path:
 ROOT = repo_root(Path.cwd().resolve())
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
-target = Path(out) if out else default_out(source, model, ROOT)
+target = Path(out) if out else default_out(source, model)
 if not command:
     command = (
         f"jupytext --to ipynb -o - chapters/measure_model.py | papermill - out.ipynb "

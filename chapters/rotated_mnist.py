@@ -42,13 +42,13 @@
 # directions. Both are averaged over a fixed seeded subset of the rotated test digits.
 
 # %% tags=["parameters"]
-recompute = False  # True: rerun the experiment even if results exist (CPU default: ~15 min)
+recompute = False  # True: rerun the experiment even if results exist (CPU: ~10 min)
 results_dir = None  # None: <repo>/results/rotated_mnist
 cache_dir = None  # model weights; None: <repo>/cache/rotated_mnist (not in git)
 preset = "cpu"  # "cpu": the defaults below; "paper": lielib.mae.PAPER_SCALE on a GPU
 threads = 1  # torch CPU threads when recomputing
 # Overrides of the preset (None keeps the preset's value). The CPU preset fine-tunes for
-# 6 epochs on 6,000 training digits and measures accuracy on 2,000 test digits; the paper's
+# 8 epochs on 6,000 training digits and measures accuracy on 2,000 test digits; the paper's
 # scale (preset="paper") is 100 epochs on all 12,000 / 50,000 digits with a larger ViT.
 seed = None
 variants = None  # e.g. ["mae", "scratch", "cnn", "mae+rot"] ("+rot": rotation augmentation)
@@ -63,7 +63,14 @@ embed_dim = None
 depth = None
 num_heads = None
 decoder_dim = None
+decoder_depth = None
+mlp_ratio = None
+patch_size = None
+mask_ratio = None
 cnn_width = None
+batch_size = None
+lr = None
+mae_lr = None
 device = None
 
 # %% tags=["hide-input"]
@@ -78,7 +85,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.mae import PAPER_SCALE, ExperimentConfig, mae_loss, run_experiment
-from lielib.plotting import LAYER_KIND_PALETTE, OKABE_ITO, use_theme
+from lielib.plotting import OKABE_ITO, use_theme
 from lielib.results import provenance_markdown, read_json, read_table
 from lielib.rotated_mnist import load_pretraining_digits, load_rotated_mnist
 
@@ -157,6 +164,8 @@ glue("mae_epochs", int(meta.get("mae_epochs", 0)), display=False)
 glue("pretrain_size", f"{cfg.get('pretrain_size', 0):,}", display=False)
 glue("vit_shape", f"{cfg.get('embed_dim')}-dimensional, {cfg.get('depth')} blocks", display=False)
 glue("run_minutes", meta.get("seconds", {}).get("total", float("nan")) / 60, display=False)
+glue("run_cpu_minutes", meta.get("seconds", {}).get("total_cpu", float("nan")) / 60, display=False)
+glue("run_threads", int(meta.get("threads", 0)), display=False)
 glue("run_device", meta.get("device", "unknown"), display=False)
 
 # %% [markdown]
@@ -260,7 +269,7 @@ for variant in VARIANTS:
         }
     )
 summary = pd.DataFrame(summary_rows).set_index("key")
-for variant in ("mae", "scratch", "cnn"):  # keys the prose quotes, if a run left one out
+for variant in sorted({"mae", "scratch", "cnn"} - set(summary.index)):  # quoted, not run
     for name in ("acc", "lee_rot0", "lee_rot1", "lee_rot_last", "ratio_last"):
         glue(f"{name}_{variant}", float("nan"), display=False)
     for name in ("rot_change", "tr_change"):
@@ -339,37 +348,50 @@ else:
     ))
 glue("layerwise_status", layerwise_status, display=False)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the rotation error sits before (light bars) and after (dark bars) fine-tuning: each module's contribution to the rotation Lie derivative of the output (squared norm, log scale), grouped by kind of layer and summed, for each model.", "name": "fig-rotated-mnist-layerwise"}, "image": {"alt": "Grouped bar charts, one per model, of the rotation Lie-derivative contribution of each kind of layer before and after fine-tuning on a logarithmic axis."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the rotation error sits before (light) and after (dark) fine-tuning: each module's contribution to the rotation Lie derivative of the softmax output, the squared norm of its own Lie derivative pushed to the output (mean over the measured digits, log scale), in execution order from input (left) to output (right), one panel per model; '(residual)' is what no module covers, such as adding the position embedding.", "name": "fig-rotated-mnist-layerwise"}, "image": {"alt": "Line charts, one per model, of each layer's contribution to the rotation Lie derivative before and after fine-tuning, on a logarithmic axis, with the layers in order from input to output."}}
 if layerwise is not None:
-    by_kind = (
-        layerwise.groupby(["variant", "stage", "layer_kind"])["value"].sum().unstack("stage")
+    models = [v for v in VARIANTS if v in set(layerwise["variant"])]
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.6 * len(models), 4.2), squeeze=False, sharey=True
     )
-    models = [v for v in VARIANTS if v in by_kind.index.get_level_values(0)]
-    fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models), 3.8), squeeze=False)
     for ax, variant in zip(axes[0], models):
-        part = by_kind.loc[variant].sort_values("end", ascending=False)
-        pos = np.arange(len(part))
-        colors = [LAYER_KIND_PALETTE.get(k, OKABE_ITO["grey"]) for k in part.index]
-        ax.bar(pos - 0.2, part["start"], 0.4, color=colors, alpha=0.35, label="start")
-        ax.bar(pos + 0.2, part["end"], 0.4, color=colors, label="end")
-        ax.set_xticks(pos, part.index, rotation=45, ha="right")
+        part = layerwise[layerwise["variant"] == variant]
+        for stage, alpha in (("start", 0.35), ("end", 1.0)):
+            rows = part[part["stage"] == stage].sort_values("order")
+            ax.plot(np.arange(len(rows)), rows["value"].where(rows["value"] > 0), marker="o",
+                    ms=4, color=color(variant), alpha=alpha, label=stage)
+        names = part[part["stage"] == "end"].sort_values("order")["module"]
+        ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=7)
         ax.set_yscale("log")
         ax.set_title(label(variant), fontsize=11)
     axes[0][0].set_ylabel("contribution  ||J L m||²")
     axes[0][0].legend(fontsize=9)
     fig.tight_layout()
     plt.show()
+    by_kind = (
+        layerwise.groupby(["variant", "stage", "layer_kind"])["value"].sum().unstack("stage")
+    )
     share = by_kind / by_kind.groupby(level=0).transform("sum")
+    words = {"embed": "the patch embedding", "residual": "the operations no module covers",
+             "norm": "the normalisation layers", "attention": "the attention blocks",
+             "mlp": "the MLP blocks", "conv": "the convolutions", "pool": "the pooling layers",
+             "activation": "the activations", "linear": "the linear layers"}
+
+    def kind(name: str) -> str:
+        return words.get(name, f"the {name} layers")
+
     sentences = []
     for variant in models:
         end, start = by_kind.loc[variant, "end"], by_kind.loc[variant, "start"]
         ratio = float(end.sum() / start.sum())
         sentences.append(
-            f"{label(variant)}: {end.idxmax()} layers carry {end.max() / end.sum():.0%} of the "
-            f"rotation error at the end ({start.idxmax()} layers {start.max() / start.sum():.0%} "
-            f"at the start), and the summed contributions changed by a factor of {ratio:.2g}"
+            f"in the {label(variant)}, {kind(end.idxmax())} carry {end.max() / end.sum():.0%} of "
+            f"the summed contributions at the end ({kind(start.idxmax())} "
+            f"{start.max() / start.sum():.0%} at the start), and the sum changed by a factor "
+            f"of {ratio:.2g}"
         )
     lw_sentence = "; ".join(sentences) + "."
+    lw_sentence = lw_sentence[0].upper() + lw_sentence[1:]
     display(share.round(3))
 else:
     lw_sentence = "no layer-wise results are available for this run (see the warning above)."
@@ -378,13 +400,16 @@ glue("lw_sentence", lw_sentence, display=False)
 
 # %% [markdown]
 # The layer-wise status recorded with these results: *{glue:text}`layerwise_status`*.
-# By kind of layer: {glue:text}`lw_sentence`
+# Summed by kind of layer (the table gives each kind's share at both stages):
+# {glue:text}`lw_sentence`
 #
 # ## How this was computed
 #
 # Everything above comes from one command, `python -m lielib.mae`, which pretrains the MAE,
 # fine-tunes every variant, measures it after each epoch and writes the tables read here;
-# this run took {glue:text}`run_minutes:.1f` minutes on {glue:text}`run_device`. The page
+# this run took {glue:text}`run_minutes:.1f` minutes of wall-clock time
+# ({glue:text}`run_cpu_minutes:.1f` minutes of processor time; torch threads:
+# {glue:text}`run_threads`; a shared machine) on {glue:text}`run_device`. The page
 # reads those tables and reruns the experiment only when asked (`recompute=True`), when they
 # are missing, or when the parameters ask for a different experiment. The rotated MNIST
 # used here is lielib's seeded rebuild of the benchmark, not the original files.

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vmap
 
-from .actions import Action, get_action
+from .actions import Action, AffineAction, get_action
 from .layout import Layout, from_nchw, to_nchw
 from .lie import _output_fn, _tangent, lie_derivative, measuring
 from .module_layouts import (
@@ -297,7 +297,7 @@ def _record(
         def hook(m: nn.Module, args: tuple, out) -> None:
             rec = open_calls[name].pop()
             if not isinstance(out, torch.Tensor):
-                raise ValueError(
+                raise TypeError(
                     f"module {name!r} ({type(m).__name__}) returns {type(out).__name__}, not "
                     "one tensor; pass modules= to choose other units"
                 )
@@ -333,23 +333,89 @@ def _record(
     return sites
 
 
-def _module_lie(site: Site, action: Action, stencil: str) -> torch.Tensor:
+_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def _stencil_operator(action: Action, h: int, w: int, stencil: str, dtype, device):
+    """The tangent of an affine action at ``t = 0`` as a 3x3 stencil with per-pixel weights.
+
+    ``tau(x)[p] = sum_o B_o(p) x[p + o]`` over offsets ``o`` in ``{-1, 0, 1}^2`` (zero
+    outside the image; reflection is folded into the weights). The weights are read off
+    ``action.tangent`` applied to nine images that colour pixels by ``(row % 3, col % 3)``:
+    inside any 3x3 window each colour occurs once. The operator is checked against
+    ``action.tangent`` on a random image; ``None`` when they disagree (a wider stencil).
+    """
+    rows = torch.arange(h, device=device)[:, None] % 3
+    cols = torch.arange(w, device=device)[None, :] % 3
+    probes = torch.stack([((rows == a) & (cols == b)).double() for a in range(3) for b in range(3)])
+    resp = action.tangent(probes[:, None], stencil=stencil)[:, 0]  # (9, H, W)
+    ops = []
+    for dy, dx in _OFFSETS:
+        r = torch.arange(h, device=device)[:, None] + dy
+        c = torch.arange(w, device=device)[None, :] + dx
+        valid = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        colour = ((r % 3) * 3 + (c % 3)).expand(h, w)
+        weight = torch.gather(resp, 0, colour[None]).squeeze(0) * valid
+        if weight.abs().max() > 0:
+            ops.append((dy, dx, weight))
+    test = torch.randn(1, 2, h, w, dtype=torch.float64, device=device,
+                       generator=torch.Generator(device=device).manual_seed(0))
+    ref = action.tangent(test, stencil=stencil)
+    got = _apply_stencil(ops, test)
+    if not torch.allclose(got, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()) + 1e-12):
+        return None
+    return [(dy, dx, wt.to(dtype)) for dy, dx, wt in ops]
+
+
+def _apply_stencil(ops, img: torch.Tensor) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    pad = torch.nn.functional.pad(img, (1, 1, 1, 1))
+    out = torch.zeros_like(img)
+    for dy, dx, wt in ops:
+        out = out + wt * pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    return out
+
+
+class _Tangents:
+    """``tau(t)`` for tensors of any layout, with affine tangents as cached stencils."""
+
+    def __init__(self, action: Action, stencil: str):
+        self.action, self.stencil = action, stencil
+        self.cache: dict = {}
+
+    def __call__(self, t: torch.Tensor, layout: Layout) -> torch.Tensor:
+        if not isinstance(self.action, AffineAction):
+            return _tangent(self.action, t, layout, self.stencil)
+        img, prefix = to_nchw(t, layout)
+        key = (tuple(img.shape[-2:]), img.dtype, img.device)
+        if key not in self.cache:
+            self.cache[key] = _stencil_operator(self.action, *key[0], self.stencil, img.dtype,
+                                                img.device)
+        ops = self.cache[key]
+        if ops is None:
+            return _tangent(self.action, t, layout, self.stencil)
+        v = _apply_stencil(ops, img)
+        return from_nchw(v, None if prefix is None else torch.zeros_like(prefix), layout)
+
+
+def _module_lie(site: Site, tangent: _Tangents) -> torch.Tensor:
     """``L m(x_m) = J_m tau_in(x_m) - tau_out(y_m)``; ``tau`` of an invariant tensor is 0."""
     m, x = site.module, site.x
     if site.in_layout is None:
         y = m(x)
         dy = torch.zeros_like(y)
     else:
-        y, dy = jvp(m, (x,), (_tangent(action, x, site.in_layout, stencil),))
+        y, dy = jvp(m, (x,), (tangent(x, site.in_layout),))
     if site.out_layout is not None:
-        dy = dy - _tangent(action, y, site.out_layout, stencil)
+        dy = dy - tangent(y, site.out_layout)
     return dy
 
 
 def _attach_lies(sites: list[Site], action: Action, stencil: str) -> None:
+    tangent = _Tangents(action, stencil)
     with torch.no_grad():
         for s in sites:
-            s.lie = _module_lie(s, action, stencil)
+            s.lie = _module_lie(s, tangent)
         by_key = {(s.name, s.order): s for s in sites}
         for s in sites:
             if s.split_child is None:
@@ -362,7 +428,7 @@ def _attach_lies(sites: list[Site], action: Action, stencil: str) -> None:
             s.lie = s.lie - child.lie
 
 
-def _injection_hooks(model: nn.Module, sites: list[Site], coef_for: Callable) -> list:
+def _injection_hooks(model: nn.Module, sites: list[Site], coef_for: Callable) -> tuple:
     """Forward hooks ``y_m -> y_m + coef_for(j, y_m) * L m`` for the sites, per call."""
     named = dict(model.named_modules())
     index = {(s.name, s.call): j for j, s in enumerate(sites)}
@@ -433,7 +499,7 @@ def _reverse_graph(model, x, sites, f):
     def coef(j: int, out: torch.Tensor) -> torch.Tensor:
         return a[j].view(-1, *([1] * (out.ndim - 1)))
 
-    hooks, calls = _injection_hooks(model, sites, coef)
+    hooks, _ = _injection_hooks(model, sites, coef)
     with module_hooks(hooks), torch.enable_grad():
         p = f(model(x))
     return a, p

@@ -39,9 +39,13 @@ __all__ = [
     "Subject",
     "UnknownModelSetError",
     "check_model",
+    "default_out",
+    "fit_log_linear",
     "load_subject",
     "measure",
     "paper_models",
+    "per_model",
+    "preflight",
     "set_models",
 ]
 
@@ -262,8 +266,72 @@ def measure(
     return pd.concat([head, frame], axis=1)
 
 
-def default_out(set_name: str, model: str, root: Path | None = None) -> Path:
-    """Where a per-model table goes by default: ``results/architectures/<set>/<model>.csv``."""
-    from .results import ROOT
+def default_out(set_name: str, model: str) -> Path:
+    """Where a standalone run of the measuring chapter writes: the cache, not ``results/``.
 
-    return (root or ROOT) / "results" / "architectures" / set_name / f"{model.replace('/', '__')}.csv"
+    ``$LIELIB_CACHE/measure_model/<set>/<model>.csv`` (else ``cache/...`` in the repo), so a
+    standalone run never overwrites the sweep's committed tables.
+    """
+    from .zoo import cache_dir
+
+    return cache_dir().parent / "measure_model" / set_name / f"{model.replace('/', '__')}.csv"
+
+
+def preflight(set_name: str, models: list[str]) -> None:
+    """Fail early, with instructions, when ``models`` of ``set_name`` cannot be measured.
+
+    Raises:
+        lielib.zoo.MissingCheckpointError: ``zoo`` models without trained checkpoints.
+    """
+    from . import zoo
+
+    if set_name != "zoo":
+        return
+    missing = [m for m in models if not zoo.checkpoint_path(m).is_file()]
+    if missing:
+        only = f" --only {' '.join(missing)}" if len(missing) < len(zoo.ZOO) else ""
+        raise zoo.MissingCheckpointError(
+            f"no trained checkpoint in {zoo.cache_dir()} for {', '.join(missing)}. Train them "
+            f"with `python -m lielib.train --zoo{only}` (one CPU thread, about 40 minutes for "
+            "the whole zoo), or set LIELIB_CACHE to the folder that holds zoo/<model>.pt."
+        )
+
+
+def per_model(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: the mean of each ``lee_*`` column over images, the median of the
+    sample-based metrics (PSNRs can be infinite), and the model's columns of :data:`SCHEMA`.
+
+    Adds ``lee_translate`` (mean of x and y) and ``lee_shear`` (mean of x and y) when both
+    halves are present.
+    """
+    keys = [c for c in ("model", "set", "arch", "family", "params", "accuracy", "accuracy_kind")
+            if c in table]
+    lee_cols = [c for c in table if c.startswith("lee_")]
+    metric_cols = [c for c in METRIC_COLUMNS if c in table]
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    out = grouped[lee_cols].mean().join(grouped[metric_cols].median()).reset_index()
+    for name, (a, b) in {"translate": ("translate_x", "translate_y"),
+                         "shear": ("shear_x", "shear_y")}.items():
+        if f"lee_{a}" in out and f"lee_{b}" in out:
+            out[f"lee_{name}"] = (out[f"lee_{a}"] + out[f"lee_{b}"]) / 2
+    return out
+
+
+def fit_log_linear(x: Any, y: Any) -> dict[str, float]:
+    """Least squares ``log10 y = a + b x``; returns ``slope`` b, ``intercept`` a, ``r2``, ``n``.
+
+    ``R^2 = 1 - sum (log10 y - fit)^2 / sum (log10 y - mean)^2``; rows with a missing or
+    non-positive ``y`` are dropped.
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    x, ly = x[keep], np.log10(y[keep])
+    if len(x) < 3:
+        raise ValueError(f"need at least 3 models with a positive LEE to fit, got {len(x)}")
+    slope, intercept = np.polyfit(x, ly, 1)
+    resid = ly - (intercept + slope * x)
+    r2 = 1.0 - float(resid @ resid) / float(((ly - ly.mean()) ** 2).sum())
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": len(x)}

@@ -37,9 +37,9 @@ from torch import nn
 from .layout import Layout
 
 __all__ = [
-    "UNIT_CLASS_NAMES",
-    "KIND_BY_CLASS_NAME",
     "EXCLUDED_CLASS_NAMES",
+    "KIND_BY_CLASS_NAME",
+    "UNIT_CLASS_NAMES",
     "ModelLayouts",
     "UnresolvedLayoutError",
 ]

@@ -168,7 +168,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from .modelsets import UnknownModelSetError, check_model, set_models
+    from .modelsets import UnknownModelSetError, check_model, preflight, set_models
 
     chapter = Path(chapter).resolve()
     declared = chapter_parameters(chapter)
@@ -206,6 +206,11 @@ def run_sweep(
     out = out.resolve()
     command = command or shlex.join(["python", "-m", "lielib.sweep", *sys.argv[1:]])
     mine = shard(models, *shard_spec)
+    todo = [m for m in mine if force or not result_path(out, m).is_file()]
+    try:
+        preflight(set_name, todo)
+    except FileNotFoundError as err:
+        raise SweepError(str(err)) from None
     nb_dir = _notebook_dir(chapter, out)
     status: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
     bar = tqdm(mine, desc=f"{chapter.stem} {set_name} shard {shard_spec[0]}/{shard_spec[1]}",

@@ -1,7 +1,9 @@
 """The mini-zoo: timm architectures scaled to 32 px Fashion-MNIST, and where their weights live.
 
 Every entry is one ``timm.create_model(arch, in_chans=1, num_classes=10, **kwargs)`` call
-with ``kwargs`` scaled to 32 x 32 inputs (patch sizes 2-16, narrow and shallow ViTs and
+(for the MLP-Mixer family, whose timm entry points do not accept a patch size, the same
+timm factory, ``build_model_with_cfg``, on timm's ``MlpMixer`` class) with ``kwargs`` scaled
+to 32 x 32 inputs (patch sizes 2-16, narrow and shallow ViTs and
 Mixers), a coarse ``family`` (``cnn``, ``vit``, ``mixer``) as in the paper's Figure 1, and
 a training ``budget`` (subset size and epochs). ``full_kwargs`` keeps the paper-scale
 architecture (timm's own widths and depths, still at 32 px) and :data:`FULL_BUDGET` the
@@ -128,9 +130,9 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("resnet18-xs", "resnet18", "cnn", {}, "xs", {}),
     ZooEntry("convnext_atto", "convnext_atto", "cnn", {}, "m", {}),
     ZooEntry("convnext_femto", "convnext_femto", "cnn", {}, "xs", {}),
-    ZooEntry("efficientnet_b0", "efficientnet_b0", "cnn", {}, "s", {}),
+    ZooEntry("efficientnet_b0", "efficientnet_b0", "cnn", {}, "l", {}, lr=5e-4),
     ZooEntry("mobilenetv3_small", "mobilenetv3_small_100", "cnn", {}, "m", {}),
-    ZooEntry("mobilenetv2_050", "mobilenetv2_050", "cnn", {}, "xs", {}),
+    ZooEntry("mobilenetv2_050", "mobilenetv2_050", "cnn", {}, "l", {}),
     ZooEntry(
         "densenet_small",
         "densenet121",

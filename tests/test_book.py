@@ -19,6 +19,7 @@ The browser is driven over the DevTools protocol through ``--remote-debugging-pi
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -113,20 +114,16 @@ class DevTools:
         self.events: list[dict] = []
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):  # may be gone already
             self.send("Browser.close", timeout=5)
-        except Exception:  # noqa: BLE001 - the browser may already be gone
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._to_browser, self._from_browser):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def _read_message(self, deadline: float) -> dict:
         while b"\0" not in self._buffer:
@@ -222,7 +219,7 @@ def browser():
         pytest.fail("Chromium is not installed: run tools/ensure_chromium.sh "
                     "(`make test` does this; as root it installs Debian's chromium).")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lielib-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="lielib-chromium-", ignore_cleanup_errors=True) as profile:
         tools = DevTools(binary, profile)
         try:
             target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -252,23 +249,61 @@ def open_page(tools: DevTools, session: str, path: Path) -> tuple[dict, list[dic
 
 
 def screenshot(tools: DevTools, session: str, height: int, out: Path) -> None:
+    """Full-page PNG: grow the viewport to the page (as Puppeteer's fullPage does)."""
     height = max(HEIGHT, min(height, MAX_SHOT_HEIGHT))
-    shot = tools.send(
-        "Page.captureScreenshot",
-        {"format": "png", "captureBeyondViewport": True,
-         "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}},
-        session=session, timeout=60,
-    )
+    metrics = {"width": WIDTH, "deviceScaleFactor": 1, "mobile": False}
+    tools.send("Emulation.setDeviceMetricsOverride", {**metrics, "height": height},
+               session=session)
+    try:
+        # Two animation frames, so the enlarged viewport is laid out and painted.
+        tools.send("Runtime.evaluate", {
+            "expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+            "awaitPromise": True}, session=session)
+        shot = tools.send("Page.captureScreenshot", {"format": "png"}, session=session,
+                          timeout=60)
+    finally:
+        tools.send("Emulation.setDeviceMetricsOverride", {**metrics, "height": HEIGHT},
+                   session=session)
     out.write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_toc_lists_pages():
     assert PAGES[0] == "index"
     assert any(p.startswith("chapters/") for p in PAGES), "no chapter in _toc.yml"
+    assert HTML.is_dir(), f"{HTML} does not exist: build the book first with `make book`"
     for page in PAGES:
-        assert (HTML / f"{page}.html").is_file() or not HTML.is_dir(), (
+        assert (HTML / f"{page}.html").is_file(), (
             f"{page} is in _toc.yml but _build/html/{page}.html was not built; run `make book`"
         )
+
+
+def test_every_chapter_is_in_the_toc():
+    chapters = {f"chapters/{p.stem}" for p in (ROOT / "chapters").glob("*.py")}
+    missing = sorted(chapters - set(PAGES))
+    assert not missing, f"chapters not listed in _toc.yml (so never built): {missing}"
+
+
+def test_book_config_is_offline_and_strict():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    sphinx = config["sphinx"]["config"]
+    assert config["only_build_toc_files"] is True
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert sphinx["nb_execution_raise_on_error"] is True
+    assert ".py" in sphinx["nb_custom_formats"]
+    assert "_static" not in sphinx["html_static_path"]
+    mathjax = sphinx["mathjax_path"]
+    assert not mathjax.startswith(("http:", "https:", "//")), "MathJax must be served locally"
+    static = [ROOT / folder / mathjax for folder in sphinx["html_static_path"]]
+    assert any(p.is_file() for p in static), (
+        f"{mathjax} is in none of {sphinx['html_static_path']}: run tools/fetch_mathjax.sh "
+        "(`make book` does this)"
+    )
+    built = HTML / "_static" / mathjax
+    assert built.is_file(), f"{built} missing: run `make book`"
+    fonts = list((built.parent / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert len(fonts) > 10, "MathJax's CHTML fonts were not copied"
+    html = (HTML / "index.html").read_text()
+    assert f"_static/{mathjax}" in html
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -237,6 +237,17 @@ def test_layerwise_is_reported_unavailable_without_lielib_layers(monkeypatch):
     assert frame is None and status.startswith("unavailable")
 
 
+def test_layerwise_rotation_averages_each_module_over_images():
+    pytest.importorskip("lielib.layers")
+    torch.manual_seed(0)
+    model = small_cnn(width=4)
+    frame, status = layerwise_rotation(model, torch.rand(2, 1, 28, 28))
+    assert status == "computed"
+    assert {"module", "layer_kind", "order", "value"} <= set(frame.columns)
+    assert frame["module"].is_unique and frame["order"].is_monotonic_increasing
+    assert (frame["value"] >= 0).all() and (frame["value"] > 0).any()
+
+
 def test_cli_writes_tidy_results_with_metadata(tmp_path):
     args = [
         "--variants",

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lielib import sweep, zoo
-from lielib.modelsets import METRIC_COLUMNS, SCHEMA, set_models
+from lielib.modelsets import METRIC_COLUMNS, SCHEMA, fit_log_linear, per_model, set_models
 from lielib.results import ROOT, read_table
 
 FAKE_CHAPTER = textwrap.dedent(
@@ -109,6 +109,11 @@ def test_paper_set_with_a_missing_imagenet_folder(tmp_path: Path) -> None:
                         params={"imagenet": "/no/such/imagenet"}, progress=False)
 
 
+def test_missing_checkpoints_say_how_to_train(fake_chapter: Path, tmp_path: Path) -> None:
+    with pytest.raises(sweep.SweepError, match=r"python -m lielib\.train --zoo --only vit_p16"):
+        sweep.run_sweep(fake_chapter, "zoo", only=["vit_p16"], out=tmp_path / "out", progress=False)
+
+
 def test_chapter_without_parameters_cell(tmp_path: Path) -> None:
     path = tmp_path / "plain.py"
     path.write_text("# %%\nx = 1\n")
@@ -117,7 +122,7 @@ def test_chapter_without_parameters_cell(tmp_path: Path) -> None:
 
 
 def _sweep_cmd(chapter: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lielib.sweep", str(chapter), "--models", "zoo",
+    return [sys.executable, "-m", "lielib.sweep", str(chapter), "--models", "zoo-init",
             "--only", *MODELS, "--out", str(out), "--no-progress", *extra]
 
 
@@ -146,7 +151,7 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(fake_chapter: Path
     files = sorted(p.stem for p in out.glob("*.csv"))
     assert files == sorted(MODELS)
     assert not list(out.glob(".*.tmp"))
-    path, table = sweep.merge(out, set_name="zoo")
+    path, table = sweep.merge(out, set_name="zoo-init")
     assert table.groupby("model").size().to_dict() == {m: 2 for m in MODELS}
     assert not table.duplicated(["model", "image"]).any()
     meta = json.loads(path.with_name("out.meta.json").read_text())
@@ -158,15 +163,15 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(fake_chapter: Path
 @pytest.mark.slow
 def test_failing_model_is_recorded_and_the_sweep_goes_on(fake_chapter: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    status = sweep.run_sweep(fake_chapter, "zoo", only=MODELS[:2], out=out,
+    status = sweep.run_sweep(fake_chapter, "zoo-init", only=MODELS[:2], out=out,
                              params={"fail_on": MODELS[0]}, progress=False)
     assert status == {"done": [MODELS[1]], "skipped": [], "failed": [MODELS[0]]}
     failure = json.loads((out / "failures" / f"{MODELS[0]}.json").read_text())
     assert "deliberate failure" in failure["error"]
     assert "Traceback" in failure["traceback"]
-    _, table = sweep.merge(out, set_name="zoo")
+    _, table = sweep.merge(out, set_name="zoo-init")
     assert set(table["model"]) == {MODELS[1]}
-    status = sweep.run_sweep(fake_chapter, "zoo", only=MODELS[:2], out=out, progress=False)
+    status = sweep.run_sweep(fake_chapter, "zoo-init", only=MODELS[:2], out=out, progress=False)
     assert status == {"done": [MODELS[0]], "skipped": [MODELS[1]], "failed": []}
     assert not (out / "failures" / f"{MODELS[0]}.json").exists()
 
@@ -225,3 +230,47 @@ def test_measure_model_chapter_runs_through_the_sweep(tmp_path: Path) -> None:
     assert len(table) == 2 and set(METRIC_COLUMNS) <= set(table.columns)
     assert meta["command"].startswith("python -m lielib.sweep")
     assert meta["set"] == "zoo-init" and meta["model"] == "vit_p16"
+
+
+def test_fit_log_linear_known_answer() -> None:
+    x = [0.5, 0.6, 0.7, 0.8, 0.9]
+    y = [10 ** (1 - 2 * v) for v in x]
+    fit = fit_log_linear(x, y)
+    assert fit["slope"] == pytest.approx(-2) and fit["intercept"] == pytest.approx(1)
+    assert fit["r2"] == pytest.approx(1) and fit["n"] == 5
+    noisy = fit_log_linear(x, [v * f for v, f in zip(y, [1, 3, 0.5, 2, 0.7], strict=True)])
+    assert 0 < noisy["r2"] < 1
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_log_linear([0.5, 0.6], [1.0, 2.0])
+
+
+def test_per_model_averages_images() -> None:
+    table = pd.DataFrame({
+        "model": ["a", "a", "b", "b"], "set": "zoo", "arch": "x", "family": "cnn",
+        "params": 10, "accuracy": [0.5, 0.5, 0.7, 0.7], "accuracy_kind": "t", "image": [0, 1] * 2,
+        "lee_translate_x": [1.0, 3.0, 2.0, 2.0], "lee_translate_y": [3.0, 5.0, 0.0, 0.0],
+        "eq_t": [10.0, float("inf"), 20.0, 30.0],
+    })
+    out = per_model(table).set_index("model")
+    assert out.loc["a", "lee_translate_x"] == 2.0 and out.loc["a", "lee_translate"] == 3.0
+    assert out.loc["a", "eq_t"] == float("inf") and out.loc["b", "eq_t"] == 25.0
+
+
+@pytest.mark.slow
+def test_architectures_chapter_runs_with_tiny_parameters(tmp_path: Path) -> None:
+    """The comparison chapter through papermill, on the committed tables, three actions."""
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(ROOT / "chapters" / "architectures.py")
+    out = tmp_path / "architectures.ipynb"
+    papermill.execute_notebook(
+        nb, str(out), parameters={"actions": ["translate_x", "translate_y", "rotate"],
+                                  "photo_set": ""},
+        kernel_name="python3", language="python", progress_bar=False, cwd=str(ROOT / "chapters"))
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+    text = json.dumps(outputs)
+    assert "Provenance" in text and "python -m lielib.sweep" in text

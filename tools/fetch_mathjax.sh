@@ -11,6 +11,7 @@ VERSION=3.2.2
 DEST=book_static/mathjax
 STAMP=$DEST/.version
 if [[ -f $STAMP && "$(cat "$STAMP")" == "$VERSION" && -f $DEST/tex-mml-chtml.js ]]; then
+    touch "$STAMP"  # newer than this script: make need not ask again
     exit 0
 fi
 command -v npm >/dev/null || { echo "npm is needed once to fetch MathJax $VERSION (apt-get install npm)" >&2; exit 1; }

@@ -1,0 +1,217 @@
+"""The aliasing experiments: layer-wise Lie derivatives of trained models, to ``results/``.
+
+``python -m lielib.aliasing`` writes, under ``results/aliasing/``:
+
+* ``layerwise.csv``: exact layer-wise contributions ``||J_{>m} L m||^2`` per model,
+  action, image and module (:func:`lielib.layers.layerwise_lee`), with each image's
+  end-to-end ``||L f||^2`` in ``total``.
+* ``methods.csv``: for one model and ``translate_x``, per module, the exact value, the
+  100-probe estimate and the integer-shift error (:func:`lielib.layers.layerwise_shift_error`).
+* ``antialias.csv`` and ``antialias_summary.csv``: a trained ResNet against the same
+  weights in timm's anti-aliased twin (BlurPool before every stride, ``resnetblur*``):
+  per-module contributions, and accuracy and end-to-end error per variant.
+
+Models: ImageNet classifiers through :func:`lielib.models.load_model` on the offline
+photos (the default, ``tf_efficientnet_lite0``, has real weights here), and trained
+Fashion-MNIST zoo models through :func:`lielib.zoo.load_trained` on test images. A model
+whose weights are missing is skipped with a note in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
+from .results import ROOT, metadata, write_table
+
+__all__ = ["ACTIONS", "run", "main"]
+
+ACTIONS = ("translate_x", "rotate", "scale", "hyperbolic_rotate", "saturate")
+DEFAULT_IMAGENET = ("tf_efficientnet_lite0",)
+DEFAULT_ZOO = ("resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small", "vit_p4",
+               "mixer_p4")
+
+
+def _imagenet(name: str, n: int, seed: int):
+    from .data import load_photos
+    from .models import load_model
+
+    model, info = load_model(name)
+    batch = load_photos(n, data_config=info.data_config, seed=seed)
+    return model, batch.images, {"model": name, "weights": info.source, "dataset": "photos",
+                                 "family": info.family}
+
+
+def _zoo_images(n: int, seed: int, offset: int = 0):
+    from . import zoo
+    from .data import load_idx, seeded_indices
+
+    images, labels = load_idx("fashion-mnist", "test")
+    idx = seeded_indices(len(images), n + offset, seed)[offset:]
+    return zoo.preprocess(images[idx]), labels[idx]
+
+
+def _zoo(name: str, n: int, seed: int):
+    from . import zoo
+
+    model, record = zoo.load_trained(name)
+    x, _ = _zoo_images(n, seed)
+    return model, x, {"model": f"zoo:{name}", "weights": f"zoo checkpoint (test acc "
+                      f"{record.get('test_acc')})", "dataset": "fashion-mnist",
+                      "family": zoo.get_entry(name).family}
+
+
+def _load_all(imagenet, zoo_models, n_photos, n_zoo, seed, skipped):
+    for name in imagenet:
+        try:
+            yield _imagenet(name, n_photos, seed)
+        except Exception as err:  # missing weights or data: record and go on
+            skipped.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
+    for name in zoo_models:
+        try:
+            yield _zoo(name, n_zoo, seed)
+        except Exception as err:
+            skipped.append(f"zoo:{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
+
+
+def _layerwise(model, x, info, actions, seed) -> pd.DataFrame:
+    frames = []
+    for action in actions:
+        dec = layerwise_contributions(model, x, action, seed=seed)
+        f = _frame(dec.sites, dec.values)
+        f["total"] = dec.total.square().sum(-1).double().cpu().numpy()[f.image.to_numpy()]
+        f["action"] = action
+        f["mode"] = dec.mode
+        for k, v in info.items():
+            f[k] = v
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
+    ex = layerwise_lee(model, x, "translate_x")
+    pr = layerwise_lee(model, x, "translate_x", method="probes", num_probes=num_probes, seed=seed)
+    sh = layerwise_shift_error(model, x)
+    keys = ["module", "module_type", "layer_kind", "order", "call", "downsampling"]
+    out = ex.groupby(keys, as_index=False).value.mean().rename(columns={"value": "exact"})
+    out["probes"] = pr.groupby(keys).value.mean().reindex(
+        pd.MultiIndex.from_frame(out[keys])).to_numpy()
+    sh_mean = sh.groupby(keys).value.mean()
+    out["shift"] = sh_mean.reindex(pd.MultiIndex.from_frame(out[keys])).to_numpy()
+    out["num_probes"] = num_probes
+    for k, v in info.items():
+        out[k] = v
+    return out
+
+
+def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed):
+    import timm
+
+    from . import zoo
+
+    plain, record = zoo.load_trained(zoo_name)
+    blur = timm.create_model(blur_arch, **_zoo_kwargs(record))
+    blur.load_state_dict(plain.state_dict(), strict=True)
+    blur.eval()
+    x, _ = _zoo_images(n, seed)
+    xa, ya = _zoo_images(n_acc, seed + 1)
+    frames, rows = [], []
+    for variant, model in (("plain", plain), ("blurpool", blur)):
+        info = {"model": f"zoo:{zoo_name}" if variant == "plain" else f"{blur_arch} "
+                f"(zoo:{zoo_name} weights)", "variant": variant}
+        f = _layerwise(model, x, info, actions, seed)
+        frames.append(f)
+        with torch.no_grad():
+            acc = float((model(xa).argmax(-1) == ya).float().mean())
+        per_action = f.drop_duplicates(["action", "image"]).groupby("action").total.mean()
+        rows.append({"variant": variant, "model": info["model"], "accuracy": acc,
+                     "num_test_images": n_acc,
+                     **{f"total_{a}": float(per_action[a]) for a in actions}})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)
+
+
+def _zoo_kwargs(record: dict) -> dict:
+    import json
+
+    return json.loads(record.get("model_kwargs") or '{"in_chans": 1, "num_classes": 10}')
+
+
+def run(
+    out: str | Path | None = None,
+    *,
+    imagenet: tuple[str, ...] = DEFAULT_IMAGENET,
+    zoo_models: tuple[str, ...] = DEFAULT_ZOO,
+    actions: tuple[str, ...] = ACTIONS,
+    num_photos: int = 2,
+    num_zoo_images: int = 8,
+    num_probes: int = 100,
+    methods_models: tuple[str, ...] = ("zoo:resnet18", "tf_efficientnet_lite0"),
+    antialias: tuple[str, str] | None = ("resnet18", "resnetblur18"),
+    seed: int = 0,
+    only: tuple[str, ...] = ("layerwise", "methods", "antialias"),
+) -> list[Path]:
+    """Run the experiments and write the tables; returns the written paths."""
+    out = Path(out) if out is not None else ROOT / "results" / "aliasing"
+    command = " ".join(["python -m lielib.aliasing", *sys.argv[1:]]) if sys.argv[0].endswith(
+        "aliasing.py") else "python -m lielib.aliasing"
+    torch.manual_seed(seed)
+    written, skipped, frames, methods = [], [], [], []
+    t0 = time.time()
+    for model, x, info in _load_all(imagenet, zoo_models, num_photos, num_zoo_images, seed,
+                                    skipped):
+        if "layerwise" in only:
+            frames.append(_layerwise(model, x, info, actions, seed))
+        if "methods" in only and info["model"] in methods_models:
+            methods.append(_methods(model, x[:1], info, num_probes, seed))
+    common = dict(command=command, seed=seed, skipped=skipped, actions=list(actions))
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        written.append(write_table(out / "layerwise.csv", df, metadata(
+            models=sorted(df.model.unique()), num_photos=num_photos,
+            num_zoo_images=num_zoo_images, seconds=round(time.time() - t0, 1), **common)))
+    if methods:
+        df = pd.concat(methods, ignore_index=True)
+        written.append(write_table(out / "methods.csv", df, metadata(
+            models=sorted(df.model.unique()), num_probes=num_probes, action="translate_x",
+            **common)))
+    if "antialias" in only and antialias is not None:
+        try:
+            df, summary = _antialias(*antialias, num_zoo_images, 500, actions, seed)
+        except Exception as err:
+            skipped.append(f"antialias {antialias}: {type(err).__name__}: {err}")
+        else:
+            meta = metadata(models=sorted(df.model.unique()), **common)
+            written.append(write_table(out / "antialias.csv", df, meta))
+            written.append(write_table(out / "antialias_summary.csv", summary, meta))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Layer-wise aliasing experiments -> results/aliasing")
+    ap.add_argument("--imagenet", nargs="*", default=list(DEFAULT_IMAGENET),
+                    help="ImageNet models (load_model names), measured on the offline photos")
+    ap.add_argument("--zoo", nargs="*", default=list(DEFAULT_ZOO), help="trained zoo models")
+    ap.add_argument("--actions", nargs="*", default=list(ACTIONS))
+    ap.add_argument("--num-photos", type=int, default=2)
+    ap.add_argument("--num-zoo-images", type=int, default=8)
+    ap.add_argument("--num-probes", type=int, default=100)
+    ap.add_argument("--only", nargs="*", default=["layerwise", "methods", "antialias"])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    paths = run(a.out, imagenet=tuple(a.imagenet), zoo_models=tuple(a.zoo),
+                actions=tuple(a.actions), num_photos=a.num_photos,
+                num_zoo_images=a.num_zoo_images, num_probes=a.num_probes, seed=a.seed,
+                only=tuple(a.only))
+    for p in paths:
+        print(p)
+
+
+if __name__ == "__main__":
+    main()

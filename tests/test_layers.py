@@ -1,0 +1,288 @@
+"""Layer-wise decomposition: sum rule, exact vs probes, layouts, hooks, model unchanged."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import jvp
+
+from lielib.actions import get_action, list_actions
+from lielib.layers import (
+    LAYER_KINDS,
+    _Tangents,
+    layerwise_contributions,
+    layerwise_lee,
+    layerwise_shift_error,
+    select_modules,
+)
+from lielib.layout import Layout
+from lielib.lie import _tangent
+from lielib.module_layouts import ModelLayouts, UnresolvedLayoutError
+
+timm = pytest.importorskip("timm")
+DT = torch.float64
+
+
+def reinit(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded, non-degenerate parameters (timm zero-initialises some heads)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / p[0].numel() ** 0.5)
+            else:
+                base = 1.0 if name.endswith(("weight", "gamma")) else 0.0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model.eval()
+
+
+def image(b=1, s=16, c=3, seed=1):
+    return torch.randn(b, c, s, s, dtype=DT, generator=torch.Generator().manual_seed(seed))
+
+
+def toy(inplace=True, bias=True):
+    return reinit(nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=bias), nn.ReLU(inplace=inplace),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=bias), nn.BatchNorm2d(8), nn.GELU(),
+        nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).to(DT))
+
+
+class PosToy(nn.Module):
+    """conv -> functional add of a fixed pattern -> conv -> pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, 4, 16, 16))
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.Tanh()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.conv2(self.conv(x) + self.pos))))
+
+
+def timm_model(name):
+    if name == "mixer":
+        from timm.models.mlp_mixer import MlpMixer
+
+        model = MlpMixer(num_classes=7, img_size=32, patch_size=8, num_blocks=2, embed_dim=16)
+    elif name == "test_vit":
+        model = timm.create_model(name, num_classes=7, img_size=32, depth=2)
+    else:
+        model = timm.create_model(name, num_classes=7)
+    return reinit(model.to(DT))
+
+
+def test_stencil_tangent_matches_action():
+    for name in list_actions():
+        for stencil in ("paper", "central"):
+            t = _Tangents(get_action(name), stencil)
+            for shape in ((2, 3, 5, 9),):
+                x = torch.randn(shape, dtype=DT)
+                ref = _tangent(get_action(name), x, Layout("NCHW"), stencil)
+                torch.testing.assert_close(t(x, Layout("NCHW")), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_sum_rule_sequential_toy_no_residual(mode):
+    model, x = toy(), image(2)
+    d = layerwise_contributions(model, x, "rotate", mode=mode)
+    assert d.mode == mode
+    assert d.total.abs().max() > 1e-4
+    torch.testing.assert_close(d.contributions.sum(0), d.total, rtol=1e-9, atol=1e-12)
+    assert [s.layer_kind for s in d.sites][:5] == ["conv", "activation", "conv", "norm",
+                                                   "activation"]
+
+
+def test_forward_and_reverse_agree():
+    model, x = toy(), image(2)
+    a = layerwise_contributions(model, x, "translate_x", mode="forward", chunk_size=3)
+    b = layerwise_contributions(model, x, "translate_x", mode="reverse")
+    torch.testing.assert_close(a.contributions, b.contributions, rtol=1e-9, atol=1e-13)
+
+
+def test_residual_is_the_uncovered_positional_add():
+    torch.manual_seed(0)
+    model, x = reinit(PosToy().to(DT)), image(2)
+    d = layerwise_contributions(model, x, "translate_y")
+    # The add y = h + pos has L add = -tau(pos); push it through the rest of the network.
+    act = get_action("translate_y")
+    with torch.no_grad():
+        h = model.conv(x) + model.pos
+
+        def rest(z):
+            return model.fc(model.pool(model.act(model.conv2(z)))).softmax(-1)
+
+        v = -_tangent(act, model.pos.expand_as(h), Layout("NCHW"), "paper")
+        expected = jvp(rest, (h,), (v,))[1]
+    torch.testing.assert_close(d.residual, expected, rtol=1e-8, atol=1e-12)
+    assert d.residual.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_convnext", "test_efficientnet"])
+def test_sum_rule_timm_cnns_cover_everything(name):
+    model, x = timm_model(name), image(1, 32)
+    d = layerwise_contributions(model, x, "rotate", chunk_size=64)
+    assert d.total.abs().max() > 1e-8
+    assert d.residual.abs().max() <= 1e-9 * d.total.abs().max()
+
+
+def test_sum_rule_vit_residual_is_the_position_embedding():
+    model, x = timm_model("test_vit"), image(1, 32)
+    d = layerwise_contributions(model, x, "translate_x", chunk_size=64)
+    assert d.residual.abs().max() > 1e-6 * d.total.abs().max()
+    with torch.no_grad():
+        model.pos_embed.zero_()
+    d0 = layerwise_contributions(model, x, "translate_x", chunk_size=64)
+    assert d0.total.abs().max() > 1e-8
+    assert d0.residual.abs().max() <= 1e-9 * d0.total.abs().max()
+    assert d0.sites[0].name == "patch_embed" and d0.sites[0].layer_kind == "embed"
+
+
+def test_sum_rule_mixer_residual_is_the_token_mean():
+    model, x = timm_model("mixer"), image(1, 32)
+    d = layerwise_contributions(model, x, "saturate")
+    act = get_action("saturate")
+    rec = {}
+    h = model.norm.register_forward_hook(lambda m, a, o: rec.setdefault("y", o.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    y, lay = rec["y"], Layout.tokens(0, (4, 4))
+    with torch.no_grad():
+        expected = jvp(lambda t: model.head(t.mean(1)).softmax(-1), (y,),
+                       (_tangent(act, y, lay, "paper"),))[1]
+    torch.testing.assert_close(d.residual, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_probes_agree_with_exact_within_statistical_error():
+    model, x = toy(), image(1)
+    n = 400
+    e = layerwise_contributions(model, x, "rotate")
+    p = layerwise_contributions(model, x, "rotate", method="probes", num_probes=n, seed=3)
+    ve, vp = e.values[:-1, 0], p.values[:-1, 0]
+    # (z^T v)^2 = ||v||^2 chi^2_1: relative standard deviation sqrt(2 / n) per module.
+    tol = 5 * (2 / n) ** 0.5 * ve + 1e-14
+    assert torch.all((vp - ve).abs() <= tol), (vp, ve)
+    assert p.values[-1, 0] < 1e-20  # residual of a fully covered Sequential
+
+
+def test_saturate_known_zero_for_homogeneous_toy():
+    model = reinit(nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 3, bias=False),
+        nn.ReLU(),
+    ).to(DT))
+    # Positively homogeneous layers commute with x -> e^t x: every L m is exactly zero.
+    net = nn.Sequential(model, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3).to(DT))
+    frame = layerwise_lee(net, image(1), "saturate")
+    convs = frame[frame.module.str.startswith("0.")]
+    assert (convs.value.abs() < 1e-28).all()
+    # Flatten turns the pooled map into invariant features, which intensity does not act on.
+    assert frame.loc[frame.module == "2", "value"].iloc[0] > 0
+
+
+def test_frame_columns_and_kinds():
+    frame = layerwise_lee(toy(), image(2), "rotate")
+    assert list(frame.columns[:6]) == ["image", "module", "module_type", "layer_kind", "order",
+                                       "call"]
+    assert "value" in frame.columns
+    assert set(frame.layer_kind) <= set(LAYER_KINDS)
+    assert (frame.groupby("image").module.last() == "(residual)").all()
+    assert frame.groupby("image").order.apply(lambda s: s.is_monotonic_increasing).all()
+    assert frame.loc[frame.module == "2", "downsampling"].all()
+
+
+def test_model_unchanged_and_hooks_removed():
+    model, x = toy(inplace=True), image(2)
+    model.train()
+    state = copy.deepcopy(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    model.train()
+    layerwise_lee(model, x, "rotate")
+    layerwise_lee(model, x, "rotate", method="probes", num_probes=3)
+    assert model.training and model[1].inplace
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+
+
+def test_hooks_removed_on_error():
+    model = timm_model("test_vit")
+    with pytest.raises(UnresolvedLayoutError, match="blocks.0.attn.attn_drop"):
+        layerwise_lee(model, image(1, 32), "rotate", modules=["blocks.0.attn.attn_drop"])
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_inplace_activation_gives_same_result():
+    x = image(2)
+    a = layerwise_lee(toy(inplace=True), x, "scale")
+    b = layerwise_lee(toy(inplace=False), x, "scale")
+    assert a.value.tolist() == b.value.tolist()
+
+
+def test_repeated_calls_identical():
+    model, x = toy(), image(2)
+    for method in ("exact", "probes"):
+        a = layerwise_lee(model, x, "rotate", method=method, num_probes=5, seed=1)
+        b = layerwise_lee(model, x, "rotate", method=method, num_probes=5, seed=1)
+        assert a.equals(b)
+
+
+def test_layouts_from_timm_metadata():
+    vit = timm_model("test_vit")
+    lay = ModelLayouts(vit, (1, 3, 32, 32))
+    blk = torch.zeros(1, 5, 64)
+    assert lay.resolve("blocks.0.mlp", blk, blk) == (Layout.tokens(1, (2, 2)),) * 2
+    assert lay.resolve("head", torch.zeros(1, 64), torch.zeros(1, 7)) == (None, None)
+    cnx = timm_model("test_convnext")
+    lay = ModelLayouts(cnx, (1, 3, 32, 32))
+    t = torch.zeros(1, 8, 8, 24)
+    assert lay.resolve("stages.0.blocks.0.mlp", t, t) == (Layout("NHWC"), Layout("NHWC"))
+    t = torch.zeros(1, 24, 8, 8)
+    assert lay.resolve("stages.0.blocks.0.conv_dw", t, t) == (Layout("NCHW"), Layout("NCHW"))
+    assert lay.family == "convnext"
+    pool = lay.resolve("head.global_pool", t, torch.zeros(1, 24, 1, 1))
+    assert pool == (Layout("NCHW"), None)
+
+
+def test_selection():
+    res = timm_model("test_resnet")
+    names = [n for n, _ in select_modules(res)]
+    assert "global_pool" in names and "global_pool.pool" not in names
+    assert not any(isinstance(res.get_submodule(n), nn.Identity) for n in names)
+    eff = timm_model("test_efficientnet")
+    sel = dict(select_modules(eff))
+    assert sel["bn1"] == "act" and "bn1.act" in sel
+    with pytest.raises(ValueError, match="descendant"):
+        select_modules(res, ["layer1", "layer1.0.conv1"])
+    with pytest.raises(ValueError, match="not in the model"):
+        select_modules(res, ["nope"])
+
+
+def test_shift_error_zero_for_circular_and_stride_multiples():
+    model = reinit(nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2),
+    ).to(DT))
+    frame = layerwise_shift_error(model, image(1)).set_index("module").value
+    assert frame["0"] < 1e-25 and frame["1"] < 1e-25  # circular conv, pointwise ReLU
+    assert frame["3"] < 1e-25  # 2-px shift into a 2x2 average pool moves its output by 1 px
+    assert frame["2"] > 1e-3  # zero padding is not circular-shift equivariant
+    assert frame["5"] < 1e-25  # a 1x1 map does not move
+    assert frame.isna()["6"]  # Linear on features: no spatial input
