@@ -30,12 +30,17 @@ import torch
 from .layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
 from .results import ROOT, metadata, write_table
 
-__all__ = ["ACTIONS", "run", "main"]
+__all__ = ["ACTIONS", "main", "run"]
+
+# Missing weights, checkpoints or data: MissingCheckpointError, DatasetNotFoundError
+# (FileNotFoundError), WeightsUnavailableError (RuntimeError), unknown names (KeyError,
+# UnknownModelError is a ValueError). Such a model is skipped and named in the metadata.
+_UNAVAILABLE = (OSError, RuntimeError, KeyError, ValueError)
 
 ACTIONS = ("translate_x", "rotate", "scale", "hyperbolic_rotate", "saturate")
 DEFAULT_IMAGENET = ("tf_efficientnet_lite0",)
 DEFAULT_ZOO = ("resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small", "vit_p4",
-               "mixer_p4")
+               "vit_p8", "deit_p4", "mixer_p4", "mixer_p8")
 
 
 def _imagenet(name: str, n: int, seed: int):
@@ -71,12 +76,12 @@ def _load_all(imagenet, zoo_models, n_photos, n_zoo, seed, skipped):
     for name in imagenet:
         try:
             yield _imagenet(name, n_photos, seed)
-        except Exception as err:  # missing weights or data: record and go on
+        except _UNAVAILABLE as err:
             skipped.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
     for name in zoo_models:
         try:
             yield _zoo(name, n_zoo, seed)
-        except Exception as err:
+        except _UNAVAILABLE as err:
             skipped.append(f"zoo:{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
 
 
@@ -115,12 +120,15 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
 
     from . import zoo
 
-    plain, record = zoo.load_trained(zoo_name)
-    blur = timm.create_model(blur_arch, **_zoo_kwargs(record))
-    blur.load_state_dict(plain.state_dict(), strict=True)
+    try:
+        plain, record = zoo.load_trained(zoo_name)
+        blur = timm.create_model(blur_arch, **_zoo_kwargs(record))
+        blur.load_state_dict(plain.state_dict(), strict=True)
+        x, _ = _zoo_images(n, seed)
+        xa, ya = _zoo_images(n_acc, seed + 1)
+    except _UNAVAILABLE as err:
+        return None, f"antialias {zoo_name}/{blur_arch}: {type(err).__name__}: {err}"
     blur.eval()
-    x, _ = _zoo_images(n, seed)
-    xa, ya = _zoo_images(n_acc, seed + 1)
     frames, rows = [], []
     for variant, model in (("plain", plain), ("blurpool", blur)):
         info = {"model": f"zoo:{zoo_name}" if variant == "plain" else f"{blur_arch} "
@@ -133,7 +141,7 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
         rows.append({"variant": variant, "model": info["model"], "accuracy": acc,
                      "num_test_images": n_acc,
                      **{f"total_{a}": float(per_action[a]) for a in actions}})
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)
+    return (pd.concat(frames, ignore_index=True), pd.DataFrame(rows)), None
 
 
 def _zoo_kwargs(record: dict) -> dict:
@@ -169,7 +177,7 @@ def run(
             frames.append(_layerwise(model, x, info, actions, seed))
         if "methods" in only and info["model"] in methods_models:
             methods.append(_methods(model, x[:1], info, num_probes, seed))
-    common = dict(command=command, seed=seed, skipped=skipped, actions=list(actions))
+    common = {"command": command, "seed": seed, "skipped": skipped, "actions": list(actions)}
     if frames:
         df = pd.concat(frames, ignore_index=True)
         written.append(write_table(out / "layerwise.csv", df, metadata(
@@ -181,11 +189,11 @@ def run(
             models=sorted(df.model.unique()), num_probes=num_probes, action="translate_x",
             **common)))
     if "antialias" in only and antialias is not None:
-        try:
-            df, summary = _antialias(*antialias, num_zoo_images, 500, actions, seed)
-        except Exception as err:
-            skipped.append(f"antialias {antialias}: {type(err).__name__}: {err}")
+        res, why = _antialias(*antialias, num_zoo_images, 500, actions, seed)
+        if res is None:
+            skipped.append(why)
         else:
+            df, summary = res
             meta = metadata(models=sorted(df.model.unique()), **common)
             written.append(write_table(out / "antialias.csv", df, meta))
             written.append(write_table(out / "antialias_summary.csv", summary, meta))

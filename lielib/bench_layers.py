@@ -35,6 +35,8 @@ def bench_layerwise(
     num_threads: int | None = None,
     chunk_size: int = 16,
     device: str = "cpu",
+    num_classes: int = 1000,
+    target_precision: float = 0.05,
 ) -> dict:
     """Seconds per image of the exact decomposition and of the probe estimator.
 
@@ -44,9 +46,15 @@ def bench_layerwise(
     of ``r``; the residual's share is reported instead) and the probes' mean relative
     deviation from the exact values, ``sum_m |v_probe - v_exact| / sum_m v_exact``.
 
+    The exact method has no variance; each probe term is ``||v||^2 chi^2_1``, so matching
+    a relative standard deviation ``p`` per module takes ``2 / p^2`` probes (800 for 5%).
+    ``ratio_at_precision`` extrapolates the probe time linearly to that many probes.
+
     Args:
         model_name: a timm architecture; random-init weights (seeded) are used.
         num_threads: torch CPU threads for the run (restored afterwards).
+        num_classes: the head's size; with few classes the exact method runs in reverse
+            mode (one backward pass per class).
     """
     import timm  # the benchmark may import timm; the core library does not
 
@@ -55,7 +63,8 @@ def bench_layerwise(
         torch.set_num_threads(num_threads)
     try:
         torch.manual_seed(seed)
-        model = timm.create_model(model_name, pretrained=False).to(device).eval()
+        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+        model = model.to(device).eval()
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(num_images, 3, image_size, image_size, generator=gen).to(device)
         with torch.no_grad():
@@ -68,6 +77,7 @@ def bench_layerwise(
     finally:
         torch.set_num_threads(old_threads)
     ve, vp = exact.values[:-1].double(), probes.values[:-1].double()
+    probes_needed = 2.0 / target_precision**2
     return {
         "model": model_name,
         "image_size": image_size,
@@ -83,6 +93,10 @@ def bench_layerwise(
         "exact_s_per_image": t_exact / num_images,
         "probes_s_per_image": t_probes / num_images,
         "ratio_probes_over_exact": t_probes / t_exact,
+        "target_precision": target_precision,
+        "probes_for_target_precision": probes_needed,
+        "ratio_at_precision": t_probes * probes_needed / num_probes / t_exact,
+        "num_classes": num_classes,
         "residual_share": float(exact.values[-1].sum() / exact.values.sum()),
         "probe_rel_deviation": float((vp - ve).abs().sum() / ve.sum()),
     }
@@ -96,10 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--action", default="translate_x")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--num-classes", type=int, default=1000)
     args = ap.parse_args(argv)
     res = bench_layerwise(model_name=args.model, image_size=args.image_size,
                           num_probes=args.num_probes, action=args.action,
-                          num_threads=args.threads, chunk_size=args.chunk_size)
+                          num_threads=args.threads, chunk_size=args.chunk_size,
+                          num_classes=args.num_classes)
     print(json.dumps(res, indent=2))
 
 

@@ -348,7 +348,7 @@ def _stencil_operator(action: Action, h: int, w: int, stencil: str, dtype, devic
     rows = torch.arange(h, device=device)[:, None] % 3
     cols = torch.arange(w, device=device)[None, :] % 3
     probes = torch.stack([((rows == a) & (cols == b)).double() for a in range(3) for b in range(3)])
-    resp = action.tangent(probes[:, None], stencil=stencil)[:, 0]  # (9, H, W)
+    resp = action.tangent(probes[None], stencil=stencil)[0]  # (9, H, W), one image of 9 channels
     ops = []
     for dy, dx in _OFFSETS:
         r = torch.arange(h, device=device)[:, None] + dy
@@ -358,7 +358,7 @@ def _stencil_operator(action: Action, h: int, w: int, stencil: str, dtype, devic
         weight = torch.gather(resp, 0, colour[None]).squeeze(0) * valid
         if weight.abs().max() > 0:
             ops.append((dy, dx, weight))
-    test = torch.randn(1, 2, h, w, dtype=torch.float64, device=device,
+    test = torch.randn(1, 1, h, w, dtype=torch.float64, device=device,
                        generator=torch.Generator(device=device).manual_seed(0))
     ref = action.tangent(test, stencil=stencil)
     got = _apply_stencil(ops, test)
@@ -370,10 +370,11 @@ def _stencil_operator(action: Action, h: int, w: int, stencil: str, dtype, devic
 def _apply_stencil(ops, img: torch.Tensor) -> torch.Tensor:
     h, w = img.shape[-2:]
     pad = torch.nn.functional.pad(img, (1, 1, 1, 1))
-    out = torch.zeros_like(img)
+    out = None
     for dy, dx, wt in ops:
-        out = out + wt * pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-    return out
+        shifted = pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        out = shifted * wt if out is None else out.addcmul_(shifted, wt)
+    return torch.zeros_like(img) if out is None else out
 
 
 class _Tangents:

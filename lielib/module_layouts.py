@@ -61,8 +61,8 @@ UNIT_CLASS_NAMES = frozenset(
         # norms with children and anti-aliasing filters
         "EvoNorm2dB0", "EvoNorm2dB1", "EvoNorm2dB2", "EvoNorm2dS0", "EvoNorm2dS0a",
         "EvoNorm2dS1", "EvoNorm2dS1a", "EvoNorm2dS2", "EvoNorm2dS2a", "BlurPool2d",
-        # global pooling (pool + flatten)
-        "SelectAdaptivePool2d",
+        # global pooling (pool + flatten), Swin's 2x2 patch merging (space-to-depth + linear)
+        "SelectAdaptivePool2d", "PatchMerging",
     }
 )
 

@@ -40,9 +40,16 @@ _ON_CENTRE = 1e-4
 
 
 def normalized_grid(h: int, w: int, *, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """Homogeneous output coordinates ``(H, W, 3)`` = ``(u, v, 1)``, align_corners=True."""
-    u = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
-    v = torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
+    """Homogeneous output coordinates ``(H, W, 3)`` = ``(u, v, 1)``, align_corners=True.
+
+    A unit-size axis sits at coordinate 0, as in ``F.affine_grid``.
+    """
+    u = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device) if w > 1 else torch.zeros(
+        1, dtype=dtype, device=device
+    )
+    v = torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device) if h > 1 else torch.zeros(
+        1, dtype=dtype, device=device
+    )
     vv, uu = torch.meshgrid(v, u, indexing="ij")
     return torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)
 
@@ -102,7 +109,11 @@ def bilinear_sample(
 def paper_cells(theta: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's interpolation cells: ``floor`` of float32 ``F.affine_grid`` pixels."""
     b = theta.shape[0]
-    grid = F.affine_grid(theta.detach().float(), [b, 1, h, w], align_corners=True)
+    if h == 1 or w == 1:  # affine_grid warns on unit sizes; compute its float32 grid directly
+        base = normalized_grid(h, w, dtype=torch.float32, device=theta.device)
+        grid = torch.einsum("hwk,bjk->bhwj", base, theta.detach().float())
+    else:
+        grid = F.affine_grid(theta.detach().float(), [b, 1, h, w], align_corners=True)
     ix = ((grid[..., 0] + 1) / 2) * (w - 1)
     iy = ((grid[..., 1] + 1) / 2) * (h - 1)
     return torch.floor(ix), torch.floor(iy)

@@ -142,24 +142,24 @@ ZOO: tuple[ZooEntry, ...] = (
         {},
     ),
     # ViTs and DeiTs, patch sizes 2, 4, 8 and 16 on 32 px images.
-    ZooEntry("vit_p4", "vit_tiny_patch16_224", "vit", _vit(4, 96, 4, 3), "m",
+    ZooEntry("vit_p4", "vit_tiny_patch16_224", "vit", _vit(4, 96, 4, 3), "xl",
              _vit(4, 192, 12, 3), lr=1e-3),
     ZooEntry("vit_p8", "vit_tiny_patch16_224", "vit", _vit(8, 128, 4, 4), "l",
              _vit(8, 192, 12, 3), lr=1e-3),
     ZooEntry("vit_p16", "vit_tiny_patch16_224", "vit", _vit(16, 128, 4, 4), "m",
              _vit(16, 192, 12, 3), lr=1e-3),
-    ZooEntry("vit_p2", "vit_tiny_patch16_224", "vit", _vit(2, 48, 2, 3), "xs",
+    ZooEntry("vit_p2", "vit_tiny_patch16_224", "vit", _vit(2, 48, 2, 3), "l",
              _vit(2, 192, 12, 3), lr=1e-3),
     ZooEntry("vit_p4_gap", "vit_small_patch16_224", "vit",
-             _vit(4, 96, 4, 4, class_token=False, global_pool="avg"), "s",
+             _vit(4, 96, 4, 4, class_token=False, global_pool="avg"), "l",
              _vit(4, 384, 12, 6, class_token=False, global_pool="avg"), lr=1e-3),
     ZooEntry("deit_p4", "deit_tiny_distilled_patch16_224", "vit", _vit(4, 96, 4, 3), "l",
              _vit(4, 192, 12, 3), lr=1e-3),
     # MLP-Mixer, ResMLP and gMLP.
-    ZooEntry("mixer_p4", "mixer_s16_224", "mixer", _mixer(4, 96, 4), "s", _mixer(4, 512, 8)),
+    ZooEntry("mixer_p4", "mixer_s16_224", "mixer", _mixer(4, 96, 4), "m", _mixer(4, 512, 8)),
     ZooEntry("mixer_p8", "mixer_s16_224", "mixer", _mixer(8, 192, 4), "m", _mixer(8, 512, 8)),
-    ZooEntry("resmlp_p4", "resmlp_12_224", "mixer", _mixer(4, 96, 4), "s", _mixer(4, 384, 12)),
-    ZooEntry("gmlp_p4", "gmlp_ti16_224", "mixer", _mixer(4, 96, 4), "xs", _mixer(4, 128, 30)),
+    ZooEntry("resmlp_p4", "resmlp_12_224", "mixer", _mixer(4, 96, 4), "l", _mixer(4, 384, 12)),
+    ZooEntry("gmlp_p4", "gmlp_ti16_224", "mixer", _mixer(4, 96, 4), "m", _mixer(4, 128, 30)),
 )
 """The zoo, in training order."""
 

@@ -72,6 +72,9 @@ def timm_model(name):
         from timm.models.mlp_mixer import MlpMixer
 
         model = MlpMixer(num_classes=7, img_size=32, patch_size=8, num_blocks=2, embed_dim=16)
+    elif name == "swin":
+        model = timm.create_model("swin_tiny_patch4_window7_224", img_size=56, depths=(1, 1),
+                                  num_heads=(1, 2), embed_dim=16, num_classes=7)
     elif name == "test_vit":
         model = timm.create_model(name, num_classes=7, img_size=32, depth=2)
     else:
@@ -125,9 +128,9 @@ def test_residual_is_the_uncovered_positional_add():
     assert d.residual.abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("name", ["test_resnet", "test_convnext", "test_efficientnet"])
-def test_sum_rule_timm_cnns_cover_everything(name):
-    model, x = timm_model(name), image(1, 32)
+@pytest.mark.parametrize("name", ["test_resnet", "test_convnext", "test_efficientnet", "swin"])
+def test_sum_rule_timm_models_covered_by_modules(name):
+    model, x = timm_model(name), image(1, 56 if name == "swin" else 32)
     d = layerwise_contributions(model, x, "rotate", chunk_size=64)
     assert d.total.abs().max() > 1e-8
     assert d.residual.abs().max() <= 1e-9 * d.total.abs().max()

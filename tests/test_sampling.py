@@ -31,3 +31,14 @@ def test_unknown_stencil_raises():
     x = torch.zeros(1, 1, 4, 4)
     with pytest.raises(ValueError, match="unknown stencil"):
         get_action("rotate").act(x, 0.1, stencil="forward")
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")  # the reference warns, lielib must not
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (1, 1)])
+def test_unit_size_axes_match_grid_sample(shape):
+    x = torch.randn(1, 2, *shape, dtype=torch.float64)
+    theta = get_action("rotate").theta(torch.tensor([0.4], dtype=torch.float64))
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    for stencil in ("paper", "central"):
+        torch.testing.assert_close(affine_sample(x, theta, stencil=stencil), ref, atol=1e-12, rtol=0)
