@@ -213,8 +213,7 @@ if per is not None:
 # %% [markdown]
 # In all {glue:text}`cnn_count` CNNs, modules that downsample or are non-linear carry
 # {glue:text}`cnn_alias_min:.0f` to {glue:text}`cnn_alias_max:.0f`% of the layer-wise error
-# (table above). Convolutions with stride and pooling dominate; a stride-1 convolution
-# with zero padding only errs near the border.
+# (table above): the strided convolutions, the pooling layers and the activations.
 #
 # ## (b) Vision transformers and Mixers: the patch embedding
 #
@@ -261,7 +260,7 @@ if per is not None:
 if per is not None and cnn_model in set(per.model):
     res = per[(per.model == cnn_model) & per.action.isin(actions)]
     acts = [a for a in actions if a in set(res.action)]
-    fig, axes = plt.subplots(len(acts), 1, figsize=(11, 1.25 * len(acts) + 0.8), sharex=True)
+    fig, axes = plt.subplots(len(acts), 1, figsize=(12, 1.2 * len(acts) + 1.4), sharex=True)
     axes = np.atleast_1d(axes)
     for ax, a in zip(axes, acts):
         sub = res[res.action == a].sort_values("order")
@@ -271,8 +270,9 @@ if per is not None and cnn_model in set(per.model):
                       fontsize=8)
         ax.set_ylim(0, 1)
     names = sub.module.tolist()
-    step = max(1, len(names) // 24)
-    axes[-1].set_xticks(np.arange(len(names))[::step], names[::step], rotation=90, fontsize=7)
+    step = max(1, len(names) // 70)
+    axes[-1].set_xticks(np.arange(len(names))[::step], names[::step], rotation=90, fontsize=6)
+    axes[-1].set_xlim(-0.6, len(names) - 0.4)
     fig.suptitle(f"{cnn_model}: share of each module", fontsize=10)
     fig.tight_layout()
     plt.show()
@@ -333,60 +333,81 @@ if md is not None:
 # integer-shift error ranks the modules quite differently (Spearman
 # {glue:text}`rank_shift:.2f`), because it is blind to the sub-pixel aliasing the Lie
 # derivative measures.
-#
+
+# %% [markdown]
 # ## Beyond the paper: anti-aliasing with BlurPool
 #
 # If aliasing is the cause, blurring before every subsampling step
 # {cite:p}`zhang2019making` should remove error where it arises. timm's `resnetblur18`
-# is ResNet-18 with a BlurPool filter before each stride; it has no extra parameters, so the
-# trained zoo ResNet-18's weights load into it unchanged, and the two differ only by the
-# anti-aliasing filters.
+# is ResNet-18 with a BlurPool filter before each stride and no extra parameters. Two
+# twins of the zoo's ResNet-18 are compared with it: the same trained weights with the
+# filters inserted (`blurpool_inserted`), and `resnetblur18` trained from scratch with the
+# zoo's recipe, budget and seed (`blurpool_trained`).
 
 # %% tags=["hide-input"]
 aa, summ = tables.get("antialias"), tables.get("antialias_summary")
+VARIANTS = ["plain", "blurpool_inserted", "blurpool_trained"]
+has_trained = False
 if aa is not None and summ is not None:
+    variants = [v for v in VARIANTS if v in set(aa.variant)]
     aper = shares(aa.assign(model=aa.variant))
     totals = aa.drop_duplicates(["variant", "action", "image"]).groupby(
-        ["variant", "action"]).total.mean().unstack("variant")
-    kinds = aa.groupby(["variant", "action", "layer_kind"]).value.mean().unstack("layer_kind")
+        ["variant", "action"]).total.mean().unstack("variant").reindex(columns=variants)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    (totals.reindex(columns=["plain", "blurpool"])).plot.bar(
-        ax=axes[0], logy=True, color=[OKABE_ITO["blue"], OKABE_ITO["orange"]])
+    totals.plot.bar(ax=axes[0], logy=True, color=[OKABE_ITO["blue"], OKABE_ITO["grey"],
+                                                  OKABE_ITO["orange"]][:len(variants)])
     axes[0].set(ylabel="end-to-end $\\|L f\\|^2$ (mean over images)", xlabel="")
     axes[0].set_xticklabels([action_label(a) for a in totals.index], rotation=30, ha="right")
-    ksh = kind_shares(aper[aper.action == main_action]).droplevel("action")
+    ksh = kind_shares(aper[aper.action == main_action]).droplevel("action").reindex(variants)
     ksh = ksh.loc[:, ksh.sum() > 0]
-    ksh.reindex(["plain", "blurpool"]).plot.barh(stacked=True, ax=axes[1], width=0.6,
-                                                 color=[PALETTE[k] for k in ksh.columns])
+    ksh.plot.barh(stacked=True, ax=axes[1], width=0.6, color=[PALETTE[k] for k in ksh.columns])
     axes[1].set(xlabel=f"share of layer-wise error ({action_label(main_action).lower()})",
                 ylabel="", xlim=(0, 1))
     axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     fig.tight_layout()
     plt.show()
-    s = summ.set_index("variant")
-    glue("acc_plain", 100 * float(s.accuracy["plain"]), display=False)
-    glue("acc_blur", 100 * float(s.accuracy["blurpool"]), display=False)
-    glue("n_acc", int(s.num_test_images.iloc[0]), display=False)
-    ratio = totals["plain"] / totals["blurpool"]
-    glue("aa_ratio_main", float(ratio.get(main_action, np.nan)), display=False)
-    glue("aa_ratio_min", float(ratio.drop("saturate", errors="ignore").min()), display=False)
-    glue("aa_ratio_max", float(ratio.drop("saturate", errors="ignore").max()), display=False)
-    display(s.style.format(precision=4))
+    summary = summ.set_index("variant")
+    display(summary.style.format(precision=4))
+    geo = [a for a in totals.index if a != "saturate"]
+    for v in variants:
+        ratio = totals.loc[geo, "plain"] / totals.loc[geo, v]
+        glue(f"acc_{v}", 100 * float(summary.accuracy[v]), display=False)
+        glue(f"ratio_{v}_main", float(totals.loc[main_action, "plain"] / totals.loc[main_action, v]),
+             display=False)
+        glue(f"ratio_{v}_min", float(ratio.min()), display=False)
+        glue(f"ratio_{v}_max", float(ratio.max()), display=False)
+    glue("n_acc", int(summary.num_test_images.iloc[0]), display=False)
+    has_trained = "blurpool_trained" in variants
 
 # %% [markdown]
-# Inserting the blur filters, without retraining, keeps the accuracy at
-# {glue:text}`acc_blur:.1f`% (plain: {glue:text}`acc_plain:.1f`%, on
-# {glue:text}`n_acc` test images) and divides the end-to-end translation error by
-# {glue:text}`aa_ratio_main:.1f` (a factor {glue:text}`aa_ratio_min:.1f` to
-# {glue:text}`aa_ratio_max:.1f` across the geometric transformations). The layer-wise
-# shares show where: the individual contributions of the blurred network are not smaller,
-# but they cancel along the network much more, since each blur removes the frequencies the
-# next subsampling would fold back.
-#
-# The decomposition is only as meaningful as its tangent: the paper's stencil is a
-# one-sided difference, whose centre moves by half a pixel of each grid, so even an
-# alias-free downsampling layer gets a non-zero $L m$ that a later layer cancels. Signed
-# contributions therefore cancel in sums, and squared shares are a ranking, not a budget.
+# Inserting the filters into the trained network without retraining breaks it: accuracy
+# falls from {glue:text}`acc_plain:.1f`% to {glue:text}`acc_blurpool_inserted:.1f`% on
+# {glue:text}`n_acc` test images, so its smaller Lie derivative (the plain model's
+# translation error is {glue:text}`ratio_blurpool_inserted_main:.1f` times as large) is
+# mostly that of a less confident model.
+
+# %% tags=["hide-input"]
+if has_trained:
+    r = totals.loc[geo, "plain"] / totals.loc[geo, "blurpool_trained"]
+    display(Markdown(
+        "Trained with the filters, `resnetblur18` reaches "
+        f"{100 * float(summary.accuracy['blurpool_trained']):.1f}% (plain: "
+        f"{100 * float(summary.accuracy['plain']):.1f}%). The plain model's end-to-end error "
+        "divided by the anti-aliased model's is "
+        f"{float(r[main_action]) if main_action in r else float('nan'):.2f} for "
+        f"{action_label(main_action).lower()} and between {float(r.min()):.2f} and "
+        f"{float(r.max()):.2f} across the geometric transformations (above 1: the blurred "
+        "network is more equivariant)."))
+else:
+    display(Markdown("```{note}\nThe anti-aliased twin trained from scratch is missing: "
+                     "`python -m lielib.aliasing --train-blur --only antialias`.\n```"))
+
+# %% [markdown]
+# A caution on reading shares: the paper's stencil is a one-sided difference whose centre
+# sits half a pixel off each grid, so even an alias-free downsampling layer gets a non-zero
+# $L m$ that a later layer cancels. Signed contributions cancel in sums (the exact method's
+# contributions add up to the end-to-end Lie derivative, while their squared norms add up
+# to far more), so the squared shares rank layers; they are not a budget.
 
 # %% tags=["hide-input"]
 display(Markdown(provenance_markdown(paths)))

@@ -30,7 +30,7 @@ import torch
 from .layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
 from .results import ROOT, metadata, write_table
 
-__all__ = ["ACTIONS", "main", "run"]
+__all__ = ["ACTIONS", "blur_checkpoint", "main", "run", "train_blur_twin"]
 
 # Missing weights, checkpoints or data: MissingCheckpointError, DatasetNotFoundError
 # (FileNotFoundError), WeightsUnavailableError (RuntimeError), unknown names (KeyError,
@@ -115,6 +115,36 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
     return out
 
 
+def blur_checkpoint(zoo_name: str, blur_arch: str) -> Path:
+    """Where the anti-aliased twin trained with the zoo's recipe is cached."""
+    from . import zoo
+
+    return zoo.cache_dir().parent / "aliasing" / f"{blur_arch}-{zoo_name}.pt"
+
+
+def train_blur_twin(zoo_name: str = "resnet18", blur_arch: str = "resnetblur18",
+                    *, progress: bool = True) -> Path:
+    """Train ``blur_arch`` with the zoo entry ``zoo_name``'s recipe, budget and seed."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from . import zoo
+    from .train import fashion_mnist, test_subset, train_model
+
+    entry = dataclasses.replace(zoo.get_entry(zoo_name), name=f"{zoo_name}-blur", arch=blur_arch)
+    train, test = fashion_mnist("train"), fashion_mnist("test")
+    keep = test_subset(len(test[0]), 2000)
+    model, record = train_model(entry, train, (test[0][keep], test[1][keep]), progress=progress)
+    path = blur_checkpoint(zoo_name, blur_arch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({"model": model.state_dict(), "record": record}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed):
     import timm
 
@@ -128,11 +158,20 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
         xa, ya = _zoo_images(n_acc, seed + 1)
     except _UNAVAILABLE as err:
         return None, f"antialias {zoo_name}/{blur_arch}: {type(err).__name__}: {err}"
-    blur.eval()
+    variants = [("plain", f"zoo:{zoo_name}", plain),
+                ("blurpool_inserted", f"{blur_arch} (zoo:{zoo_name} weights)", blur.eval())]
+    note = None
+    ckpt = blur_checkpoint(zoo_name, blur_arch)
+    if ckpt.is_file():
+        trained = timm.create_model(blur_arch, **_zoo_kwargs(record))
+        trained.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+        variants.append(("blurpool_trained", f"{blur_arch} (trained, zoo recipe)", trained.eval()))
+    else:
+        note = (f"antialias: no trained {blur_arch} at {ckpt}; train it with "
+                "`python -m lielib.aliasing --train-blur`")
     frames, rows = [], []
-    for variant, model in (("plain", plain), ("blurpool", blur)):
-        info = {"model": f"zoo:{zoo_name}" if variant == "plain" else f"{blur_arch} "
-                f"(zoo:{zoo_name} weights)", "variant": variant}
+    for variant, label, model in variants:
+        info = {"model": label, "variant": variant}
         f = _layerwise(model, x, info, actions, seed)
         frames.append(f)
         with torch.no_grad():
@@ -141,7 +180,7 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
         rows.append({"variant": variant, "model": info["model"], "accuracy": acc,
                      "num_test_images": n_acc,
                      **{f"total_{a}": float(per_action[a]) for a in actions}})
-    return (pd.concat(frames, ignore_index=True), pd.DataFrame(rows)), None
+    return (pd.concat(frames, ignore_index=True), pd.DataFrame(rows)), note
 
 
 def _zoo_kwargs(record: dict) -> dict:
@@ -190,9 +229,9 @@ def run(
             **common)))
     if "antialias" in only and antialias is not None:
         res, why = _antialias(*antialias, num_zoo_images, 500, actions, seed)
-        if res is None:
+        if why is not None:
             skipped.append(why)
-        else:
+        if res is not None:
             df, summary = res
             meta = metadata(models=sorted(df.model.unique()), **common)
             written.append(write_table(out / "antialias.csv", df, meta))
@@ -212,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", default=["layerwise", "methods", "antialias"])
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-blur", action="store_true",
+                    help="first train resnetblur18 with the zoo's resnet18 recipe (minutes)")
     a = ap.parse_args(argv)
+    if a.train_blur:
+        print(train_blur_twin())
     paths = run(a.out, imagenet=tuple(a.imagenet), zoo_models=tuple(a.zoo),
                 actions=tuple(a.actions), num_photos=a.num_photos,
                 num_zoo_images=a.num_zoo_images, num_probes=a.num_probes, seed=a.seed,

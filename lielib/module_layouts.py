@@ -12,7 +12,7 @@ rules here are per model family and read the model's own attributes:
   ``num_prefix_tokens`` leading tokens on the grid ``patch_embed.dynamic_feat_size``; the
   patch embedding maps NCHW to tokens without prefix (or NHWC with
   ``dynamic_img_size``); ``fc_norm``, ``head_drop``, ``head`` and the output of
-  ``attn_pool`` are invariant.
+  ``attn_pool`` are invariant (and ``head_dist`` of distilled DeiTs).
 * MLP-Mixer, ResMLP, gMLP (``MlpMixer``): tokens without prefix on ``stem.grid_size``;
   ``head`` is invariant.
 * ConvNeXt: NCHW, except NHWC inside ``ConvNeXtBlock.norm`` and ``ConvNeXtBlock.mlp``
@@ -171,7 +171,7 @@ class ModelLayouts:
                 {"patch_embed.proj": (Layout("NCHW"), Layout("NCHW")),
                  "patch_embed.norm": (pe_out, pe_out),
                  "patch_embed": (Layout("NCHW"), pe_out)},
-                tok, ("fc_norm", "head_drop", "head"), ("attn_pool",))
+                tok, ("fc_norm", "head_drop", "head", "head_dist"), ("attn_pool",))
         elif "ConvNeXt" in names:
             self.rule = _Rule("convnext", {}, Layout("NCHW"), (), ())
             for name, mod in model.named_modules():
