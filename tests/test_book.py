@@ -277,9 +277,14 @@ def test_toc_lists_pages():
         )
 
 
+# Per-model notebooks that `python -m lielib.sweep` runs once per model; they need the
+# zoo checkpoints, so they are exercised by tests/test_sweep.py, not built into the book.
+SWEEP_TEMPLATES = {"chapters/measure_model"}
+
+
 def test_every_chapter_is_in_the_toc():
     chapters = {f"chapters/{p.stem}" for p in (ROOT / "chapters").glob("*.py")}
-    missing = sorted(chapters - set(PAGES))
+    missing = sorted(chapters - set(PAGES) - SWEEP_TEMPLATES)
     assert not missing, f"chapters not listed in _toc.yml (so never built): {missing}"
 
 
