@@ -24,6 +24,7 @@ __all__ = [
     "lee",
     "lie_derivative",
     "lie_derivative_double_backward",
+    "fold_batchnorm",
     "measuring",
     "reduce_classes",
 ]
@@ -52,6 +53,26 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
         for m, flag in fused.items():
             m.fused_attn = flag
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode ``model`` with each BatchNorm folded into the conv before it.
+
+    In eval mode ``BN(conv(x))`` is one affine convolution, so folding changes outputs
+    only by float rounding (about 1e-7 relative in float32) while removing a third of
+    the tangent work of a CNN. Traced with ``torch.fx``; returns ``model`` itself when
+    it has no BatchNorm or cannot be traced. The original model is never modified.
+    """
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode")
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(model, inplace=False)
+    except Exception:  # untraceable models (data-dependent control flow, ...) run unfolded
+        return model
 
 
 def _tangent(action: Action, x: torch.Tensor, layout: Layout, stencil: str) -> torch.Tensor:
@@ -150,6 +171,7 @@ def lee(
     stencil: str = "paper",
     in_layout: str | Layout = "NCHW",
     chunk_size: int | None = None,
+    fold_bn: bool = True,
 ) -> pd.DataFrame:
     """Local equivariance error: the size of ``L p(x)`` per image and action.
 
@@ -158,7 +180,10 @@ def lee(
     square (the paper's Eq. 4), ``l2`` is the Euclidean norm.
 
     All actions share one primal pass: their tangents are ``vmap``-ed through one
-    ``jvp`` (``chunk_size`` bounds how many at once).
+    ``jvp`` (``chunk_size`` bounds how many at once). With ``fold_bn`` (the default)
+    the pass runs on a copy of the model whose eval-mode BatchNorms are folded into the
+    preceding convolutions (:func:`fold_batchnorm`): identical up to float rounding,
+    and about 1.5x faster for CNNs.
 
     Args:
         model: any classifier ``(B, ...) -> (B, num_classes)``; measured in eval mode
@@ -182,10 +207,12 @@ def lee(
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
 
-    def f(inp: torch.Tensor) -> torch.Tensor:
-        return to_output(model(inp))
-
     with measuring(model), torch.no_grad():
+        net = fold_batchnorm(model) if fold_bn else model
+
+        def f(inp: torch.Tensor) -> torch.Tensor:
+            return to_output(net(inp))
+
         tangents = torch.stack([_tangent(a, x, in_layout, stencil) for a in acts])
         d = vmap(lambda v: jvp(f, (x,), (v,))[1], chunk_size=chunk_size)(tangents)
     if d.ndim != 3:

@@ -201,3 +201,19 @@ def test_lee_bad_inputs():
         lee(f, x, [])
     with pytest.raises(ValueError, match="classifier output"):
         lee(nn.Conv2d(3, 3, 1).double(), x, ["rotate"])
+
+
+def test_folding_batchnorm_changes_values_only_by_rounding():
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = image(b=2, h=32, w=32, dtype=torch.float32)
+    folded = lee(model, x, ["translate_x", "rotate"])
+    plain = lee(model, x, ["translate_x", "rotate"], fold_bn=False)
+    torch.testing.assert_close(folded.to_numpy(), plain.to_numpy(), rtol=1e-4, atol=0)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert isinstance(model.bn1, nn.BatchNorm2d)
