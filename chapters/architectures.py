@@ -107,8 +107,8 @@ acc_kind = models["accuracy_kind"].iloc[0]
 glue("n_models", len(models), display=False)
 glue("n_images", int(raw.groupby("model").size().iloc[0]), display=False)
 glue("acc_kind", acc_kind, display=False)
-glue("acc_min", 100 * models["accuracy"].min(), display=False)
-glue("acc_max", 100 * models["accuracy"].max(), display=False)
+glue("acc_min", float(100 * models["accuracy"].min()), display=False)
+glue("acc_max", float(100 * models["accuracy"].max()), display=False)
 
 # %% [markdown]
 # ## The zoo
@@ -189,14 +189,14 @@ fit_table = pd.DataFrame(fits).T[["slope", "r2", "n"]].rename_axis("transformati
 fit_table["n"] = fit_table["n"].astype(int)
 display(fit_table.style.format({"slope": "{:.2f}", "r2": "{:.3f}"}))
 for name, fit in fits.items():
-    glue(f"fit_{name}_slope", fit["slope"], display=False)
-    glue(f"fit_{name}_r2", fit["r2"], display=False)
+    glue(f"fit_{name}_slope", float(fit["slope"]), display=False)
+    glue(f"fit_{name}_r2", float(fit["r2"]), display=False)
 negative = [a for a in actions if fits[a]["slope"] < 0]
 glue("n_negative", len(negative), display=False)
 glue("n_actions", len(actions), display=False)
 best = max(actions, key=lambda a: fits[a]["r2"])
 glue("best_action", action_label(best), display=False)
-glue("best_r2", fits[best]["r2"], display=False)
+glue("best_r2", float(fits[best]["r2"]), display=False)
 
 # %% [markdown]
 # The fitted slope is negative, LEE falling with accuracy, for {glue:text}`n_negative` of

@@ -210,8 +210,9 @@ def run(
     torch.manual_seed(seed)
     written, skipped, frames, methods = [], [], [], []
     t0 = time.time()
-    for model, x, info in _load_all(imagenet, zoo_models, num_photos, num_zoo_images, seed,
-                                    skipped):
+    wanted = {"layerwise", "methods"} & set(only)
+    for model, x, info in _load_all(imagenet if wanted else (), zoo_models if wanted else (),
+                                    num_photos, num_zoo_images, seed, skipped):
         if "layerwise" in only:
             frames.append(_layerwise(model, x, info, actions, seed))
         if "methods" in only and info["model"] in methods_models:
