@@ -28,6 +28,7 @@ browser:
 	tools/ensure_chromium.sh >/dev/null
 
 test: book browser
+	$(BIN)/ruff check lielib tests chapters
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 lint: $(STAMP)

@@ -76,7 +76,7 @@ ROOT = repo_root(Path.cwd().resolve())
 RESULTS = (ROOT / results_dir).resolve()
 HOW = "python -m lielib.aliasing"
 use_theme()
-PALETTE = {**LAYER_KIND_PALETTE, "mlp": OKABE_ITO["bluish_green"], "block": OKABE_ITO["blue"]}
+PALETTE = LAYER_KIND_PALETTE
 KINDS = ["conv", "pool", "activation", "norm", "linear", "mlp", "attention", "embed", "block",
          "other", "residual"]
 
@@ -406,7 +406,14 @@ if has_trained:
         f"{float(r[main_action]) if main_action in r else float('nan'):.2f} for "
         f"{action_label(main_action).lower()} and between {float(r.min()):.2f} and "
         f"{float(r.max()):.2f} across the geometric transformations (above 1: the blurred "
-        "network is more equivariant)."))
+        "network is more equivariant). " + (
+            "At this training budget (the zoo's, one short epoch) anti-aliasing alone makes "
+            "the trained network *less* locally equivariant for every geometric "
+            "transformation, not more; whether a longer schedule changes that is not tested "
+            "here." if r.max() < 1 else
+            "Anti-aliasing makes the trained network more locally equivariant for every "
+            "geometric transformation." if r.min() > 1 else
+            "The effect of anti-aliasing depends on the transformation.")))
 else:
     display(Markdown("```{note}\nThe anti-aliased twin trained from scratch is missing: "
                      "`python -m lielib.aliasing --train-blur --only antialias`.\n```"))

@@ -29,10 +29,10 @@ from torch.func import jvp
 from .sampling import STENCILS, affine_sample
 
 __all__ = [
+    "GENERATORS",
     "Action",
     "AffineAction",
     "IntensityScaling",
-    "GENERATORS",
     "get_action",
     "list_actions",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Layout", "to_nchw", "from_nchw"]
+__all__ = ["Layout", "from_nchw", "to_nchw"]
 
 _KINDS = ("NCHW", "NHWC", "tokens")
 

@@ -21,10 +21,10 @@ from .layout import Layout, from_nchw, to_nchw
 __all__ = [
     "OUTPUTS",
     "REDUCTIONS",
+    "fold_batchnorm",
     "lee",
     "lie_derivative",
     "lie_derivative_double_backward",
-    "fold_batchnorm",
     "measuring",
     "reduce_classes",
 ]
@@ -71,7 +71,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         from torch.fx.experimental.optimization import fuse
 
         return fuse(model, inplace=False)
-    except Exception:  # untraceable models (data-dependent control flow, ...) run unfolded
+    except Exception:  # noqa: BLE001  (untraceable models run unfolded)
         return model
 
 

@@ -98,6 +98,8 @@ LAYER_KIND_PALETTE: dict[str, str] = {
     "norm": OKABE_ITO["orange"],
     "pool": OKABE_ITO["sky_blue"],
     "embed": OKABE_ITO["yellow"],
+    "mlp": "#117733",  # Paul Tol's muted green and wine extend Okabe-Ito past eight kinds
+    "block": "#882255",
     "residual": OKABE_ITO["black"],
     "other": OKABE_ITO["grey"],
 }

@@ -25,8 +25,8 @@ import pandas as pd
 __all__ = [
     "MissingResultsError",
     "atomic_write_text",
-    "metadata",
     "meta_path",
+    "metadata",
     "provenance_markdown",
     "read_json",
     "read_table",
@@ -57,7 +57,7 @@ def _versions() -> dict[str, str]:
 def _git_commit() -> str | None:
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -126,7 +126,7 @@ def affine_sample(img: torch.Tensor, theta: torch.Tensor, *, stencil: str = "pap
     """
     if stencil not in STENCILS:
         raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
-    b, _, h, w = img.shape
+    h, w = img.shape[-2:]
     base = normalized_grid(h, w, dtype=theta.dtype, device=theta.device)
     coords = torch.einsum("hwk,bjk->bhwj", base, theta)
     ix = (coords[..., 0] + 1) / 2 * (w - 1)

@@ -115,7 +115,7 @@ def test_linear_conventions():
 
 
 def fixed_cell_sample(x, theta, cells):
-    b, _, h, w = x.shape
+    h, w = x.shape[-2:]
     coords = torch.einsum("hwk,bjk->bhwj", normalized_grid(h, w, dtype=theta.dtype), theta)
     ix = (coords[..., 0] + 1) / 2 * (w - 1)
     iy = (coords[..., 1] + 1) / 2 * (h - 1)

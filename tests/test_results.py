@@ -7,8 +7,8 @@ import pytest
 from lielib.results import (
     MissingResultsError,
     atomic_write_text,
-    metadata,
     meta_path,
+    metadata,
     provenance_markdown,
     read_table,
     write_table,
