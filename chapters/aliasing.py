@@ -52,7 +52,6 @@ main_action = "translate_x"  # the action of Figures 1 and 4a, 4b
 actions = ["translate_x", "rotate", "scale", "hyperbolic_rotate", "saturate"]
 
 # %% tags=["hide-input"]
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -61,18 +60,9 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.plotting import LAYER_KIND_PALETTE, OKABE_ITO, action_label, use_theme
-from lielib.results import MissingResultsError, provenance_markdown, read_table
+from lielib.results import MissingResultsError, provenance_markdown, read_table, repo_root
 
-
-def repo_root(start: Path) -> Path:
-    """The folder holding pyproject.toml, searching upwards from ``start``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-ROOT = repo_root(Path.cwd().resolve())
+ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
 HOW = "python -m lielib.aliasing"
 use_theme()

@@ -54,18 +54,9 @@ from myst_nb import glue
 
 from lielib.modelsets import MODEL_SETS, fit_log_linear, per_model
 from lielib.plotting import action_label, family_color, use_theme
-from lielib.results import MissingResultsError, provenance_markdown, read_table
+from lielib.results import MissingResultsError, provenance_markdown, read_table, repo_root
 
-
-def repo_root(start: Path) -> Path:
-    """The folder holding pyproject.toml, searching upwards from ``start``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-ROOT = repo_root(Path.cwd().resolve())
+ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
 CHAPTER = "chapters/measure_model.py"
 use_theme()

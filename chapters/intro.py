@@ -59,7 +59,6 @@ WRITE_RESULTS = True  # write the LEE table to results/intro/lee.csv
 # %% tags=["hide-input"]
 import time
 import warnings
-from pathlib import Path
 
 # Two harmless warnings of the installed libraries, kept out of the page.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -78,19 +77,10 @@ from lielib import get_action, lee, list_actions
 from lielib.data import data_root, make_transform
 from lielib.models import load_model
 from lielib.plotting import ACTION_LABELS, family_color, imshow_signed, use_theme
-from lielib.results import metadata, provenance_markdown, write_table
+from lielib.results import metadata, provenance_markdown, repo_root, write_table
 from lielib.sampling import paper_cells
 
-
-def repo_root(start: Path) -> Path:
-    """The folder holding pyproject.toml, searching upwards from ``start``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-ROOT = repo_root(Path.cwd().resolve())
+ROOT = repo_root()
 RESULTS = ROOT / "results" / "intro"
 torch.manual_seed(SEED)
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

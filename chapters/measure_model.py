@@ -49,18 +49,9 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.modelsets import default_out, load_subject, measure
-from lielib.results import metadata, provenance_markdown, write_table
+from lielib.results import metadata, provenance_markdown, repo_root, write_table
 
-
-def repo_root(start: Path) -> Path:
-    """The folder holding pyproject.toml, searching upwards from ``start``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-ROOT = repo_root(Path.cwd().resolve())
+ROOT = repo_root()
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 target = Path(out) if out else default_out(source, model)

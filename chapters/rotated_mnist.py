@@ -86,19 +86,10 @@ from myst_nb import glue
 
 from lielib.mae import PAPER_SCALE, ExperimentConfig, mae_loss, run_experiment
 from lielib.plotting import OKABE_ITO, use_theme
-from lielib.results import provenance_markdown, read_json, read_table
+from lielib.results import provenance_markdown, read_json, read_table, repo_root
 from lielib.rotated_mnist import load_pretraining_digits, load_rotated_mnist
 
-
-def repo_root(start: Path) -> Path:
-    """The folder holding pyproject.toml, searching upwards from ``start``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-ROOT = repo_root(Path.cwd().resolve())
+ROOT = repo_root()
 RESULTS = Path(results_dir) if results_dir else ROOT / "results" / "rotated_mnist"
 EPOCHS_CSV = RESULTS / "epochs.csv"
 MAE_CSV = RESULTS / "mae_pretraining.csv"

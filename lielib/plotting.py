@@ -22,6 +22,7 @@ __all__ = [
     "FAMILY_PALETTE",
     "LAYER_KIND_PALETTE",
     "OKABE_ITO",
+    "TOL_EXTRA",
     "action_label",
     "family_color",
     "family_of",
@@ -90,6 +91,9 @@ _FAMILY_PREFIXES: tuple[tuple[str, str], ...] = (
     ("conv", "cnn"),
 )
 
+TOL_EXTRA: dict[str, str] = {"green": "#117733", "wine": "#882255"}
+"""Two colours of Paul Tol's colour-blind-safe muted scheme, for palettes past Okabe-Ito's."""
+
 LAYER_KIND_PALETTE: dict[str, str] = {
     "activation": OKABE_ITO["vermillion"],
     "conv": OKABE_ITO["blue"],
@@ -98,8 +102,8 @@ LAYER_KIND_PALETTE: dict[str, str] = {
     "norm": OKABE_ITO["orange"],
     "pool": OKABE_ITO["sky_blue"],
     "embed": OKABE_ITO["yellow"],
-    "mlp": "#117733",  # Paul Tol's muted green and wine extend Okabe-Ito past eight kinds
-    "block": "#882255",
+    "mlp": TOL_EXTRA["green"],
+    "block": TOL_EXTRA["wine"],
     "residual": OKABE_ITO["black"],
     "other": OKABE_ITO["grey"],
 }

@@ -30,11 +30,25 @@ __all__ = [
     "provenance_markdown",
     "read_json",
     "read_table",
+    "repo_root",
     "write_json",
     "write_table",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The checkout holding ``pyproject.toml`` and ``lielib/``, searching up from ``start``.
+
+    Chapters run with their own folder as working directory (the book build, papermill),
+    so they locate ``results/`` through this; ``start`` defaults to the working directory.
+    """
+    start = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
+            return folder
+    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
 
 
 class MissingResultsError(FileNotFoundError):

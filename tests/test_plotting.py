@@ -13,6 +13,7 @@ from lielib.plotting import (
     FAMILY_PALETTE,
     LAYER_KIND_PALETTE,
     OKABE_ITO,
+    TOL_EXTRA,
     action_label,
     family_color,
     family_of,
@@ -32,13 +33,13 @@ def test_every_action_has_a_label():
 def test_palettes_are_distinct_okabe_ito(palette):
     colours = list(palette.values())
     assert len(set(colours)) == len(colours), "two keys share a colour"
-    assert set(colours) <= set(OKABE_ITO.values())
+    assert set(colours) <= set(OKABE_ITO.values()) | set(TOL_EXTRA.values())
     assert "other" in palette
 
 
 def test_layer_kinds():
-    kinds = {"activation", "conv", "linear", "attention", "norm", "pool", "embed", "other",
-             "residual"}
+    kinds = {"activation", "conv", "linear", "attention", "norm", "pool", "embed", "mlp", "block",
+             "other", "residual"}
     assert kinds <= set(LAYER_KIND_PALETTE)
 
 
