@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     if args.out:
-        write_json(args.out, {"metadata": metadata(device=args.device), "rows": rows})
+        meta = metadata(device=args.device, seed=0, threads=torch.get_num_threads())
+        write_json(args.out, {"metadata": meta, "rows": rows})
     return 0
 
 

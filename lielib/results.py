@@ -91,6 +91,15 @@ def _device_name(device: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def _invocation() -> str:
+    """The running command line, with ``python -m lielib.x`` for lielib's own CLIs."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    package = Path(__file__).resolve().parent
+    if script is not None and script.parent == package and script.suffix == ".py":
+        return shlex.join(["python", "-m", f"lielib.{script.stem}", *sys.argv[1:]])
+    return shlex.join([sys.executable, *sys.argv])
+
+
 def metadata(*, command: str | None = None, seed: int | None = None, device: Any = None, **extra) -> dict:
     """Metadata for a results file: command, versions, git commit, device, date, extras.
 
@@ -98,7 +107,7 @@ def metadata(*, command: str | None = None, seed: int | None = None, device: Any
     reader should run to regenerate the file when that differs (a chapter, a sweep).
     """
     meta = {
-        "command": command if command is not None else shlex.join([sys.executable, *sys.argv]),
+        "command": command if command is not None else _invocation(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "versions": _versions(),

@@ -52,3 +52,10 @@ def test_provenance_lists_files_and_commands(tmp_path):
     assert "`t.csv`" in text and "python -m lielib.bench" in text
     assert "`absent.csv`: **missing**" in text
     assert json.loads(meta_path(path).read_text())["seed"] == 0
+
+
+def test_metadata_names_lielib_clis_as_modules(monkeypatch):
+    import lielib.bench
+
+    monkeypatch.setattr("sys.argv", [lielib.bench.__file__, "--images", "4"])
+    assert metadata()["command"] == "python -m lielib.bench --images 4"
