@@ -10,11 +10,12 @@ with limits symmetric about zero.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
+
+from .results import atomic_path
 
 __all__ = [
     "ACTION_LABELS",
@@ -200,15 +201,6 @@ def imshow_signed(ax, values, *, vmax: float | None = None, quantile: float = 0.
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save ``fig`` atomically (temporary file + ``os.replace``); format from the suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or None, **kwargs)
+    return Path(path)
