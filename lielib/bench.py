@@ -29,18 +29,25 @@ __all__ = ["ACTIONS", "bench_end_to_end", "main"]
 ACTIONS = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "saturate"]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _best_of(fn: Callable[[], object], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         best = min(best, time.perf_counter() - start)
     return best
 
 
 def paper_style_lee(model: torch.nn.Module, x: torch.Tensor, actions=ACTIONS) -> torch.Tensor:
     """The paper's procedure: for each image, for each action, one double-backward JVP."""
-    out = torch.empty(len(actions), x.shape[0])
+    out = torch.empty(len(actions), x.shape[0], device=x.device)
     with measuring(model):
         for i in range(x.shape[0]):
             for k, action in enumerate(actions):
@@ -50,7 +57,13 @@ def paper_style_lee(model: torch.nn.Module, x: torch.Tensor, actions=ACTIONS) ->
 
 
 def bench_end_to_end(
-    model_name: str, *, images: int = 4, size: int = 224, repeats: int = 2, seed: int = 0
+    model_name: str,
+    *,
+    images: int = 4,
+    size: int = 224,
+    repeats: int = 2,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
     """Time lielib's ``lee`` and the paper-style baseline on one timm model."""
     import timm
@@ -58,8 +71,8 @@ def bench_end_to_end(
     torch.manual_seed(seed)
     model = timm.create_model(model_name, pretrained=False, img_size=size) if "vit" in model_name \
         else timm.create_model(model_name, pretrained=False)
-    model.eval()
-    x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    model = model.to(device).eval()
+    x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
     with measuring(model), torch.no_grad():
         model(x)  # warm up
         t_forward = _best_of(lambda: model(x), repeats) / images
@@ -68,7 +81,8 @@ def bench_end_to_end(
     t_paper = _best_of(lambda: paper_style_lee(model, x[:1]), max(1, repeats - 1))
     baseline = paper_style_lee(model, x)
     agree = torch.allclose(
-        torch.tensor(ours_frame.to_numpy().T, dtype=torch.float32), baseline, rtol=1e-3, atol=1e-7
+        torch.tensor(ours_frame.to_numpy().T, dtype=torch.float32), baseline.cpu(), rtol=1e-3,
+        atol=1e-7,
     )
     k = len(ACTIONS)
     return {
@@ -101,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TIMM_FUSED_ATTN", "0")
-    if args.device != "cpu":
-        torch.set_default_device(args.device)
     rows = []
     print(f"# lielib.bench on {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -110,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| model | px | paper-style s/img | lielib s/img | speedup | fwd passes/action (paper, lielib) |")
         print("|---|---|---|---|---|---|")
         for name in args.models:
-            r = bench_end_to_end(name, images=args.images, size=args.size, repeats=args.repeats)
+            r = bench_end_to_end(
+                name, images=args.images, size=args.size, repeats=args.repeats, device=args.device
+            )
             rows.append(r)
             print(
                 f"| {name} | {args.size} | {r['paper_style_s_per_image']:.3f} | "
