@@ -42,7 +42,7 @@ from torch.func import jvp, vmap
 
 from .actions import Action, AffineAction, get_action
 from .layout import Layout, from_nchw, to_nchw
-from .lie import _output_fn, _tangent, lie_derivative, measuring
+from .lie import _output_fn, _tangent, flag_off, lie_derivative, measuring
 from .module_layouts import (
     EXCLUDED_CLASS_NAMES,
     KIND_BY_CLASS_NAME,
@@ -196,20 +196,12 @@ def module_hooks(
             h.remove()
 
 
-@contextlib.contextmanager
-def no_inplace(model: nn.Module) -> Iterator[nn.Module]:
+def no_inplace(model: nn.Module):
     """Switch modules with a boolean ``inplace`` flag to out-of-place; restore on exit.
 
     An in-place activation overwrites its input, which a layer-wise measurement needs.
     """
-    flags = {m: m.inplace for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)}
-    try:
-        for m in flags:
-            m.inplace = False
-        yield model
-    finally:
-        for m, flag in flags.items():
-            m.inplace = flag
+    return flag_off(model, "inplace")
 
 
 @dataclass

@@ -34,6 +34,22 @@ REDUCTIONS = ("mean_abs", "mean_sq", "l2")
 
 
 @contextlib.contextmanager
+def flag_off(model: nn.Module, flag: str) -> Iterator[nn.Module]:
+    """Set the boolean attribute ``flag`` of every module that has one to False; restore on exit.
+
+    Used for ``fused_attn`` (timm attention) and ``inplace`` (activations).
+    """
+    saved = {m: getattr(m, flag) for m in model.modules() if isinstance(getattr(m, flag, None), bool)}
+    try:
+        for m in saved:
+            setattr(m, flag, False)
+        yield model
+    finally:
+        for m, value in saved.items():
+            setattr(m, flag, value)
+
+
+@contextlib.contextmanager
 def measuring(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode with unfused attention; restore both on exit.
 
@@ -42,17 +58,13 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
     attention blocks) are switched to the explicit softmax path while measuring.
     """
     training = {m: m.training for m in model.modules()}
-    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
     try:
         model.eval()
-        for m in fused:
-            m.fused_attn = False
-        yield model
+        with flag_off(model, "fused_attn"):
+            yield model
     finally:
         for m, flag in training.items():
             m.training = flag
-        for m, flag in fused.items():
-            m.fused_attn = flag
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
