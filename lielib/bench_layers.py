@@ -70,6 +70,8 @@ def bench_layerwise(
         with torch.no_grad():
             model(x)
             _, t_fwd = _timed(lambda: model(x))
+        # warm up the code paths both methods share (recording, module Lie derivatives)
+        layerwise_contributions(model, x, action, method="probes", num_probes=1, seed=seed)
         exact, t_exact = _timed(lambda: layerwise_contributions(
             model, x, action, method="exact", chunk_size=chunk_size))
         probes, t_probes = _timed(lambda: layerwise_contributions(

@@ -498,6 +498,18 @@ def _reverse_graph(model, x, sites, f):
     return a, p
 
 
+def _exact_reverse(model, x, sites, f, num_classes: int) -> torch.Tensor:
+    """``(M, B, C)`` by reverse mode: the rows of ``dF/da``, one backward pass per class.
+
+    One at a time: batching them (``is_grads_batched``) was slower on a CPU (0.33 s
+    against 0.24 s per class for ResNet-50 at 224 px).
+    """
+    a, p = _reverse_graph(model, x, sites, f)
+    cols = [torch.autograd.grad(p[:, c].sum(), a, retain_graph=True)[0]
+            for c in range(num_classes)]
+    return torch.stack(cols, -1).detach()
+
+
 def _check_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
         raise ValueError("x must be a floating-point image batch (B, C, H, W)")
@@ -553,10 +565,7 @@ def layerwise_contributions(
             if mode == "forward":
                 contrib = _exact_forward(model, x, sites, f, chunk_size)
             else:
-                a, p = _reverse_graph(model, x, sites, f)
-                cols = [torch.autograd.grad(p[:, c].sum(), a, retain_graph=True)[0]
-                        for c in range(num_classes)]
-                contrib = torch.stack(cols, -1).detach()
+                contrib = _exact_reverse(model, x, sites, f, num_classes)
             residual = total - contrib.sum(0)
             values = torch.cat([contrib.square().sum(-1), residual.square().sum(-1)[None]])
             return Decomposition(_strip(sites), values.detach(), contrib, residual, total, mode)

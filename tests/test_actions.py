@@ -169,3 +169,55 @@ def test_translate_stencils_known_answer():
 def test_bad_images_raise(bad):
     with pytest.raises((ValueError, TypeError), match="rotate"):
         get_action("rotate").act(bad, 0.1)
+
+
+@pytest.mark.parametrize("stencil", ["paper", "central"])
+@pytest.mark.parametrize("hw", [(9, 13), (28, 28), (1, 9), (7, 1)])
+def test_tangents_are_linear_in_the_generator(stencil, hw):
+    from lielib.actions import tangents
+
+    x = image(h=hw[0], w=hw[1], seed=5)
+    got = tangents(x, ALL, stencil=stencil)
+    for k, name in enumerate(ALL):
+        ref = get_action(name).tangent(x, stencil=stencil)
+        torch.testing.assert_close(got[k], ref, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_tangents_use_a_subclass_tangent():
+    from lielib.actions import tangents
+
+    class Odd(AffineAction):
+        def tangent(self, x, *, stencil="paper"):
+            return torch.full_like(x, 7.0)
+
+    x = image()
+    got = tangents(x, [Odd("odd", GENERATORS["rotate"]), "rotate"])
+    assert torch.equal(got[0], torch.full_like(x, 7.0))
+    torch.testing.assert_close(got[1], get_action("rotate").tangent(x))
+
+
+def test_span_basis_of_the_paper_quantities():
+    from lielib.actions import generator_coordinates, span_basis
+
+    six = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "saturate"]
+    basis, coef = span_basis(generator_coordinates(six))
+    assert [six[k] for k in basis] == ["translate_x", "translate_y", "rotate", "shear_x",
+                                       "saturate"]
+    # shear_y = shear_x - rotate
+    assert coef[4].tolist() == pytest.approx([0, 0, -1, 1, 0])
+    basis_all, coef_all = span_basis(generator_coordinates(ALL))
+    assert len(basis_all) == 7
+    coords = generator_coordinates(ALL)
+    torch.testing.assert_close(coef_all @ coords[basis_all], coords)
+
+    class Custom:
+        name = "blur"
+
+        def act(self, x, t, *, stencil="paper"):
+            return x
+
+        def tangent(self, x, *, stencil="paper"):
+            return torch.zeros_like(x)
+
+    basis_c, _ = span_basis(generator_coordinates(["rotate", Custom(), "saturate"]))
+    assert basis_c == [0, 1, 2]

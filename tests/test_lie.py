@@ -217,3 +217,27 @@ def test_folding_batchnorm_changes_values_only_by_rounding():
     torch.testing.assert_close(folded.to_numpy(), plain.to_numpy(), rtol=1e-4, atol=0)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert isinstance(model.bn1, nn.BatchNorm2d)
+
+
+def test_shared_derivatives_equal_one_derivative_per_action():
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    x = image(b=2, h=32, w=32, dtype=torch.float32, seed=6)
+    shared = lee(model, x, fold_bn=False)
+    own = lee(model, x, fold_bn=False, share=False)
+    torch.testing.assert_close(shared.to_numpy(), own.to_numpy(), rtol=1e-4, atol=1e-9)
+
+
+def test_shared_derivatives_check_the_tangent_images():
+    from lielib.actions import AffineAction
+
+    class NotLinear(AffineAction):  # claims rotate's generator, has another tangent
+        def tangent(self, x, *, stencil="paper"):
+            return get_action("translate_x").tangent(x, stencil=stencil)
+
+    f = smooth_net()
+    x = image()
+    f(x)
+    odd = NotLinear("odd", ((0, 1, 0), (-1, 0, 0)))
+    frame = lee(f, x, ["shear_x", "shear_y", odd], output="logits")
+    ref = lie_derivative(f, x, "translate_x").abs().mean(-1)
+    torch.testing.assert_close(torch.tensor(frame["odd"].to_numpy()), ref)
