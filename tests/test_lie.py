@@ -241,3 +241,14 @@ def test_shared_derivatives_check_the_tangent_images():
     frame = lee(f, x, ["shear_x", "shear_y", odd], output="logits")
     ref = lie_derivative(f, x, "translate_x").abs().mean(-1)
     torch.testing.assert_close(torch.tensor(frame["odd"].to_numpy()), ref)
+
+
+def test_images_per_pass_changes_nothing_but_speed():
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    x = image(b=3, h=32, w=32, dtype=torch.float32, seed=7)
+    whole = lee(model, x, ["translate_x", "rotate", "saturate"], images_per_pass=3)
+    for n in (1, 2):
+        split = lee(model, x, ["translate_x", "rotate", "saturate"], images_per_pass=n)
+        torch.testing.assert_close(split.to_numpy(), whole.to_numpy(), rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="images_per_pass must be >= 1"):
+        lee(model, x, ["rotate"], images_per_pass=0)
