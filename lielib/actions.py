@@ -242,5 +242,5 @@ def span_basis(coords: torch.Tensor, *, tol: float = 1e-9) -> tuple[list[int], t
     b = coords[basis]  # (R, D)
     coefficients = torch.linalg.lstsq(b.T, coords.T).solution.T  # (K, R)
     if not torch.allclose(coefficients @ b, coords, atol=tol * 10, rtol=0):
-        raise AssertionError("span_basis: rows are not in the span of the basis")
+        raise RuntimeError("span_basis: rows are not in the span of the basis")
     return basis, coefficients

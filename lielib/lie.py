@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 OUTPUTS = ("softmax", "log_softmax", "logits")
+REDUCTIONS = ("mean_abs", "mean_sq", "l2")
 # Primal plus tangent images per forward-mode pass on a CPU (see ``lee``).
 _CPU_IMAGES_PER_PASS = 12
-REDUCTIONS = ("mean_abs", "mean_sq", "l2")
 
 
 @contextlib.contextmanager
@@ -234,14 +234,17 @@ def lee(
     square (the paper's Eq. 4), ``l2`` is the Euclidean norm.
 
     All actions share one primal pass: their tangents are ``vmap``-ed through one
-    ``jvp`` (``chunk_size`` bounds how many at once). With ``share`` (the default) only
-    a basis of the span of the requested generators is differentiated, and the other
-    Lie derivatives are its linear combinations, ``L_{aG + bH} p = a L_G p + b L_H p``
-    (exact: the tangent images themselves are checked to combine the same way); the
-    paper's six quantities need five derivatives, all ten actions seven. With ``fold_bn`` (the default)
-    the pass runs on a copy of the model whose eval-mode BatchNorms are folded into the
-    preceding convolutions (:func:`fold_batchnorm`): identical up to float rounding,
-    and about 1.5x faster for CNNs.
+    ``jvp`` (``chunk_size`` bounds how many at once).
+
+    With ``share`` (the default) only a basis of the span of the requested generators
+    is differentiated, and the other Lie derivatives are its linear combinations,
+    ``L_{aG + bH} p = a L_G p + b L_H p`` (exact: the tangent images themselves are
+    checked to combine the same way); the paper's six quantities need five derivatives,
+    all ten actions seven.
+
+    With ``fold_bn`` (the default) the pass runs on a copy of the model whose eval-mode
+    BatchNorms are folded into the preceding convolutions (:func:`fold_batchnorm`):
+    identical up to float rounding, and about 1.3x faster for ResNet-50.
 
     Args:
         model: any classifier ``(B, ...) -> (B, num_classes)``; measured in eval mode

@@ -252,3 +252,15 @@ def test_images_per_pass_changes_nothing_but_speed():
         torch.testing.assert_close(split.to_numpy(), whole.to_numpy(), rtol=1e-5, atol=1e-9)
     with pytest.raises(ValueError, match="images_per_pass must be >= 1"):
         lee(model, x, ["rotate"], images_per_pass=0)
+
+
+def test_shared_derivatives_with_a_token_layout():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Flatten(), nn.Linear(17 * 6, 4)).double()
+    x = torch.randn(2, 17, 6, dtype=torch.float64)  # one prefix token and a 4x4 grid
+    layout = Layout.tokens(1, (4, 4))
+    shared = lee(net, x, in_layout=layout, output="logits")
+    own = lee(net, x, in_layout=layout, output="logits", share=False)
+    torch.testing.assert_close(shared.to_numpy(), own.to_numpy(), rtol=1e-10, atol=1e-12)
+    ref = lie_derivative(net, x, "rotate", in_layout=layout).abs().mean(-1)
+    torch.testing.assert_close(torch.tensor(shared["rotate"].to_numpy()), ref)
