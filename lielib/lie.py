@@ -274,6 +274,8 @@ def lee(
     to_output = _output_fn(output)
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
+    if images_per_pass is not None and images_per_pass < 1:
+        raise ValueError("images_per_pass must be >= 1")
 
     with measuring(model), torch.no_grad():
         net = fold_batchnorm(model) if fold_bn else model
@@ -288,8 +290,6 @@ def lee(
         if images_per_pass is None:
             budget = _CPU_IMAGES_PER_PASS if x.device.type == "cpu" else _GPU_IMAGES_PER_PASS
             images_per_pass = max(1, budget // (1 + len(independent)))
-        if images_per_pass < 1:
-            raise ValueError("images_per_pass must be >= 1")
         d_basis = torch.cat([
             vmap(lambda v, xi=xi: jvp(f, (xi,), (v,))[1], chunk_size=chunk_size)(ti)
             for xi, ti in zip(x.split(images_per_pass), tau.split(images_per_pass, dim=1))
