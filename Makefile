@@ -23,7 +23,7 @@ $(MATHJAX): tools/fetch_mathjax.sh
 book: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-# Headless Chromium for tests/test_book.py (apt-get install chromium when missing, as root).
+# Headless Chromium for tests/book/test_book.py (apt-get install chromium when missing, as root).
 browser:
 	tools/ensure_chromium.sh >/dev/null
 

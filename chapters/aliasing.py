@@ -40,11 +40,11 @@
 # Without ImageNet weights for the paper's ResNet-50, ViT and Mixer, this chapter measures
 # the trained models this machine has: EfficientNet-Lite0 with its real ImageNet weights
 # on the offline photos, and the Fashion-MNIST mini-zoo. The parameters below choose other
-# models; `python -m lielib.aliasing --imagenet resnet50 vit_small_patch16_224
+# models; `python -m lielib.book.aliasing --imagenet resnet50 vit_small_patch16_224
 # mixer_b16_224` runs the paper's models wherever their weights exist.
 
 # %% tags=["parameters"]
-results_dir = "results/aliasing"  # tables written by `python -m lielib.aliasing`
+results_dir = "results/aliasing"  # tables written by `python -m lielib.book.aliasing`
 recompute = False  # run the experiments when their tables are missing (minutes on a CPU)
 cnn_model = "zoo:resnet18"  # the CNN of Figure 1 centre and the ResNet of Figure 4c
 vit_model = "zoo:vit_p8"  # the ViT of Figure 1 centre
@@ -59,12 +59,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lielib.plotting import LAYER_KIND_PALETTE, OKABE_ITO, action_label, use_theme
-from lielib.results import MissingResultsError, provenance_markdown, read_table, repo_root
+from lielib.book.plotting import LAYER_KIND_PALETTE, OKABE_ITO, action_label, use_theme
+from lielib.book.results import MissingResultsError, provenance_markdown, read_table, repo_root
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
-HOW = "python -m lielib.aliasing"
+HOW = "python -m lielib.book.aliasing"
 use_theme()
 PALETTE = LAYER_KIND_PALETTE
 KINDS = ["conv", "pool", "activation", "norm", "linear", "mlp", "attention", "embed", "block",
@@ -78,7 +78,7 @@ def load(name: str):
     except MissingResultsError:
         if not recompute:
             raise
-    from lielib.aliasing import run
+    from lielib.book.aliasing import run
 
     run(RESULTS)
     return read_table(path, how=HOW)
@@ -406,7 +406,7 @@ if has_trained:
             "The effect of anti-aliasing depends on the transformation.")))
 else:
     display(Markdown("```{note}\nThe anti-aliased twin trained from scratch is missing: "
-                     "`python -m lielib.aliasing --train-blur --only antialias`.\n```"))
+                     "`python -m lielib.book.aliasing --train-blur --only antialias`.\n```"))
 
 # %% [markdown]
 # A caution on reading shares: the paper's stencil is a one-sided difference whose centre

@@ -30,7 +30,7 @@
 # {glue:text}`n_models` models (timm's ResNets, ConvNeXts, EfficientNet, MobileNets,
 # DenseNet, ViTs and DeiT with patch sizes 2 to 16, MLP-Mixers, ResMLP and gMLP, scaled to
 # 32 px) trained here on Fashion-MNIST {cite:p}`xiao2017fashion` with one shared recipe
-# (`lielib.train`) and several training budgets, so that accuracy spreads; the three EfficientNet-Lite models with real ImageNet weights are
+# (`lielib.book.train`) and several training budgets, so that accuracy spreads; the three EfficientNet-Lite models with real ImageNet weights are
 # measured on the offline photo set beside them. With an ImageNet folder the parameters
 # below select the paper's 83 core models instead; nothing else changes.
 
@@ -52,13 +52,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lielib.modelsets import MODEL_SETS, fit_log_linear, per_model
-from lielib.plotting import action_label, family_color, use_theme
-from lielib.results import MissingResultsError, provenance_markdown, read_table, repo_root
+from lielib.book.modelsets import MODEL_SETS, fit_log_linear, per_model
+from lielib.book.plotting import action_label, family_color, use_theme
+from lielib.book.results import MissingResultsError, provenance_markdown, read_table, repo_root
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
-CHAPTER = "chapters/measure_model.py"
+CHAPTER = "chapters/workers/measure_model.py"
 use_theme()
 if model_set not in MODEL_SETS:
     raise ValueError(f"unknown model_set {model_set!r}; use one of {sorted(MODEL_SETS)}")
@@ -67,18 +67,18 @@ if model_set not in MODEL_SETS:
 def how_to(set_name: str) -> str:
     """The commands that produce ``<results_dir>/<set_name>.csv``."""
     extra = " -p imagenet /path/to/imagenet/val" if set_name == "paper" else ""
-    train = "python -m lielib.train --zoo && " if set_name == "zoo" else ""
+    train = "python -m lielib.book.train --zoo && " if set_name == "zoo" else ""
     out = Path(results_dir) / set_name
-    return (f"{train}python -m lielib.sweep {CHAPTER} --models {set_name}{extra} --out {out} && "
-            f"python -m lielib.sweep merge {out} --models {set_name}")
+    return (f"{train}python -m lielib.book.sweep {CHAPTER} --models {set_name}{extra} --out {out} && "
+            f"python -m lielib.book.sweep merge {out} --models {set_name}")
 
 
 def load(set_name: str) -> tuple[pd.DataFrame, dict, Path]:
     """The merged sweep table of ``set_name`` (running the sweep first if asked)."""
     path = RESULTS / f"{set_name}.csv"
     if run_sweep:
-        from lielib.sweep import merge
-        from lielib.sweep import run_sweep as sweep
+        from lielib.book.sweep import merge
+        from lielib.book.sweep import run_sweep as sweep
 
         params = {"imagenet": imagenet} if set_name == "paper" else {}
         sweep(ROOT / CHAPTER, set_name, out=RESULTS / set_name, params=params)
@@ -359,12 +359,12 @@ if photo_set and model_set != "paper":
 # ## Reproducing this chapter
 #
 # The tables were made by the sweep command, one papermill run of
-# `chapters/measure_model.py` per model, then merged; the provenance box below gives each
+# `chapters/workers/measure_model.py` per model, then merged; the provenance box below gives each
 # file's command. On a machine with timm's ImageNet weights and an ImageNet folder, the
 # paper's experiment is
-# `python -m lielib.sweep chapters/measure_model.py --models paper -p imagenet FOLDER
+# `python -m lielib.book.sweep chapters/workers/measure_model.py --models paper -p imagenet FOLDER
 # --out results/architectures/paper --shard i/n` (one shard per Slurm array task), then
-# `python -m lielib.sweep merge results/architectures/paper --models paper`, and this
+# `python -m lielib.book.sweep merge results/architectures/paper --models paper`, and this
 # chapter with `model_set = "paper"`.
 
 # %% tags=["hide-input"]

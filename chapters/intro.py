@@ -75,10 +75,10 @@ from timm.data import ImageNetInfo
 
 from lielib import get_action, lee, list_actions
 from lielib.actions import generator_coordinates, span_basis
-from lielib.data import data_root, make_transform
-from lielib.models import load_model
-from lielib.plotting import ACTION_LABELS, family_color, imshow_signed, use_theme
-from lielib.results import metadata, provenance_markdown, repo_root, write_table
+from lielib.book.data import data_root, make_transform
+from lielib.book.models import load_model
+from lielib.book.plotting import ACTION_LABELS, family_color, imshow_signed, use_theme
+from lielib.book.results import metadata, provenance_markdown, repo_root, write_table
 from lielib.sampling import paper_cells
 
 ROOT = repo_root()
@@ -91,8 +91,8 @@ use_theme()
 # ## A real network and real photographs
 #
 # The model is EfficientNet-Lite0 {cite:p}`tan2019efficientnet` with its ImageNet weights,
-# loaded through timm {cite:p}`wightman2019timm` by `lielib.models.load_model`, and the
-# photographs come from the offline photo set (see `lielib.data`). Each image is
+# loaded through timm {cite:p}`wightman2019timm` by `lielib.book.models.load_model`, and the
+# photographs come from the offline photo set (see `lielib.book.data`). Each image is
 # preprocessed exactly as the model expects (resize, centre crop, normalisation from timm's
 # data config for the model).
 
@@ -106,7 +106,7 @@ def load(name: str) -> torch.Tensor:
     """One photo as a normalised ``(3, H, W)`` tensor."""
     path = photo_dir / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; see lielib.data for the photo set")
+        raise FileNotFoundError(f"{path} is missing; see lielib.book.data for the photo set")
     with Image.open(path) as img:
         return transform(img.convert("RGB"))
 

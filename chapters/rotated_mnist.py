@@ -26,7 +26,7 @@
 #
 # **The data are a rebuild.** Rotated MNIST here is *not* the original
 # `mnist_rotation_new` files of {cite:t}`larochelle2007empirical` (no package ships them):
-# `lielib.rotated_mnist` rebuilds the benchmark the same way, 12,000 training and 50,000
+# `lielib.book.rotated_mnist.data` rebuilds the benchmark the same way, 12,000 training and 50,000
 # test digits drawn from MNIST {cite:p}`lecun1998gradient`, each rotated by an angle drawn
 # uniformly from $[0, 2\pi)$, with a fixed seed. A seeded permutation of all 70,000 MNIST
 # digits is cut into the training digits, the test digits and 8,000 *held-out* digits. The
@@ -45,7 +45,7 @@
 recompute = False  # True: rerun the experiment even if results exist (CPU: ~10 min)
 results_dir = None  # None: <repo>/results/rotated_mnist
 cache_dir = None  # model weights; None: <repo>/cache/rotated_mnist (not in git)
-preset = "cpu"  # "cpu": the defaults below; "paper": lielib.mae.PAPER_SCALE on a GPU
+preset = "cpu"  # "cpu": the defaults below; "paper": lielib.book.rotated_mnist.mae.PAPER_SCALE on a GPU
 threads = 1  # torch CPU threads when recomputing
 # Overrides of the preset (None keeps the preset's value). The CPU preset fine-tunes for
 # 8 epochs on 6,000 training digits and measures accuracy on 2,000 test digits; the paper's
@@ -84,10 +84,10 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lielib.mae import PAPER_SCALE, ExperimentConfig, mae_loss, run_experiment
-from lielib.plotting import OKABE_ITO, use_theme
-from lielib.results import provenance_markdown, read_json, read_table, repo_root
-from lielib.rotated_mnist import load_pretraining_digits, load_rotated_mnist
+from lielib.book.plotting import OKABE_ITO, use_theme
+from lielib.book.results import provenance_markdown, read_json, read_table, repo_root
+from lielib.book.rotated_mnist.data import load_pretraining_digits, load_rotated_mnist
+from lielib.book.rotated_mnist.mae import PAPER_SCALE, ExperimentConfig, mae_loss, run_experiment
 
 ROOT = repo_root()
 RESULTS = Path(results_dir) if results_dir else ROOT / "results" / "rotated_mnist"
@@ -126,8 +126,8 @@ if reason is not None:
 else:
     print(f"Reading the stored results in {RESULTS} (recompute=True reruns them).")
 
-epochs_table, meta = read_table(EPOCHS_CSV, how="python -m lielib.mae")
-mae_curve = read_table(MAE_CSV, how="python -m lielib.mae")[0] if MAE_CSV.exists() else None
+epochs_table, meta = read_table(EPOCHS_CSV, how="python -m lielib.book.rotated_mnist.mae")
+mae_curve = read_table(MAE_CSV, how="python -m lielib.book.rotated_mnist.mae")[0] if MAE_CSV.exists() else None
 VARIANTS = list(dict.fromkeys(epochs_table["variant"]))
 LABELS = {
     "mae": "ViT, MAE-pretrained",
@@ -338,8 +338,8 @@ else:
         "```{warning}\n"
         f"The layer-wise decomposition is not in these results (status: {layerwise_status}). "
         "It needs `lielib.layers` and the model weights the experiment cached; produce it "
-        "with `python -m lielib.mae --layerwise-only` after running the experiment "
-        "(`python -m lielib.mae`), then rebuild this page.\n```"
+        "with `python -m lielib.book.rotated_mnist.mae --layerwise-only` after running the experiment "
+        "(`python -m lielib.book.rotated_mnist.mae`), then rebuild this page.\n```"
     ))
 glue("layerwise_status", layerwise_status, display=False)
 
@@ -406,7 +406,7 @@ glue("lw_sentence", lw_sentence, display=False)
 #
 # ## How this was computed
 #
-# Everything above comes from one command, `python -m lielib.mae`, which pretrains the MAE,
+# Everything above comes from one command, `python -m lielib.book.rotated_mnist.mae`, which pretrains the MAE,
 # fine-tunes every variant, measures it after each epoch and writes the tables read here;
 # this run took {glue:text}`run_minutes:.1f` minutes of wall-clock time
 # ({glue:text}`run_cpu_minutes:.1f` minutes of processor time; torch threads:

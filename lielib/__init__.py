@@ -4,8 +4,8 @@ The public API::
 
     from lielib import get_action, list_actions, lie_derivative, lee, layerwise_lee, Layout
 
-Models, data, sweeps and plotting live in their own modules (``lielib.models``,
-``lielib.data``, ``lielib.metrics``, ``lielib.sweep``, ...), so that the core imports
+Models, data, sweeps and plotting live in their own modules (``lielib.book.models``,
+``lielib.book.data``, ``lielib.metrics``, ``lielib.book.sweep``, ...), so that the core imports
 neither timm nor datasets.
 """
 

@@ -183,7 +183,7 @@ def lie_derivative_double_backward(
     Reverse mode twice: with ``y = f(T_t x)`` and a dummy cotangent ``u``,
     ``g(u) = u^T dy/dt`` is linear in ``u``, and ``dg/du = dy/dt``. Costs one forward,
     one backward and one double-backward pass; kept as a reference and as the baseline
-    of ``python -m lielib.bench``. Input ``(B, C, H, W)``, invariant output.
+    of ``python -m lielib.book.bench``. Input ``(B, C, H, W)``, invariant output.
     """
     action = get_action(action)
     with torch.enable_grad():

@@ -23,7 +23,7 @@ rules here are per model family and read the model's own attributes:
   layout, so the default selection treats each ``SwinTransformerBlock`` as one unit.
 
 Anything else raises :class:`UnresolvedLayoutError` naming the module. This module is
-the only place (besides :mod:`lielib.models`) that knows timm's internals; it never
+the only place (besides :mod:`lielib.book.models`) that knows timm's internals; it never
 imports timm, it reads class names and attributes.
 """
 

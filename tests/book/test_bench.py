@@ -2,7 +2,7 @@
 
 import json
 
-from lielib.bench import main
+from lielib.book.bench import main
 
 
 def test_bench_smoke_values_agree(tmp_path, capsys):

@@ -3,7 +3,7 @@
 The paper (Gruver et al., 2023) fine-tunes an MAE-pretrained ViT on rotated MNIST
 and watches the rotation Lie derivative fall as the model learns the symmetry from data.
 No pretrained MAE can be downloaded here, so this module pretrains its own on upright
-MNIST digits that are disjoint from the rotated test set (see :mod:`lielib.rotated_mnist`).
+MNIST digits that are disjoint from the rotated test set (see :mod:`lielib.book.rotated_mnist.data`).
 
 * Encoder: a timm ``VisionTransformer`` (patch 4 at 28 px, one class token, average
   pooling over patch tokens), attention unfused so that ``torch.func`` can differentiate it.
@@ -17,7 +17,7 @@ MNIST digits that are disjoint from the rotated test set (see :mod:`lielib.rotat
 
 The whole experiment, with the layer-wise decomposition (``lielib.layers.layerwise_lee``,
 when importable) at the start and the end, is :func:`run_experiment`; its command line is
-``python -m lielib.mae`` (``--help``; ``--preset paper`` for the paper's scale on a GPU),
+``python -m lielib.book.rotated_mnist.mae`` (``--help``; ``--preset paper`` for the paper's scale on a GPU),
 which writes ``results/rotated_mnist/``.
 """
 
@@ -39,9 +39,9 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from .lie import lee
-from .results import ROOT, metadata, write_table
-from .rotated_mnist import (
+from ...lie import lee
+from ..results import ROOT, metadata, write_table
+from .data import (
     ROTATED_MNIST_SIZES,
     load_pretraining_digits,
     load_rotated_mnist,
@@ -434,7 +434,7 @@ class ExperimentConfig:
     device: str = "cpu"
 
     def cli_args(self) -> list[str]:
-        """The command-line arguments of ``python -m lielib.mae`` that rebuild this config."""
+        """The command-line arguments of ``python -m lielib.book.rotated_mnist.mae`` that rebuild this config."""
         args = []
         for f in fields(self):
             value = getattr(self, f.name)
@@ -485,7 +485,7 @@ def layerwise_rotation(model: nn.Module, x: torch.Tensor) -> tuple[pd.DataFrame 
         when the layer-wise API is not importable.
     """
     try:
-        from .layers import layerwise_lee
+        from ...layers import layerwise_lee
     except ImportError as err:
         return None, f"unavailable: lielib.layers.layerwise_lee could not be imported ({err})"
     frame = layerwise_lee(model, x, "rotate", method="exact")
@@ -508,7 +508,7 @@ def _build(cfg: ExperimentConfig, base: str) -> nn.Module:
 
 
 def _command(cfg: ExperimentConfig, out_dir: Path, *extra: str) -> str:
-    args = ["python", "-m", "lielib.mae", *cfg.cli_args(), *extra]
+    args = ["python", "-m", "lielib.book.rotated_mnist.mae", *cfg.cli_args(), *extra]
     if out_dir.resolve() != (ROOT / "results" / "rotated_mnist").resolve():
         args += ["--out", str(out_dir)]
     return shlex.join(args)
@@ -531,7 +531,7 @@ def _meta(cfg: ExperimentConfig, command: str, **extra) -> dict:
         epochs=cfg.epochs,
         mae_epochs=cfg.mae_epochs,
         threads=torch.get_num_threads(),
-        dataset="rotated MNIST rebuilt by lielib.rotated_mnist (not the original files)",
+        dataset="rotated MNIST rebuilt by lielib.book.rotated_mnist.data (not the original files)",
         **extra,
     )
 
@@ -567,7 +567,7 @@ def run_layerwise(
             path = cache / f"{name}_{stage}.pt"
             if not path.exists():
                 raise FileNotFoundError(
-                    f"{path} is missing: run the experiment first (python -m lielib.mae ...) "
+                    f"{path} is missing: run the experiment first (python -m lielib.book.rotated_mnist.mae ...) "
                     "with the same --cache"
                 )
             model = _build(cfg, base)
@@ -694,7 +694,7 @@ def run_experiment(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lielib.mae",
+        prog="python -m lielib.book.rotated_mnist.mae",
         description="Pretrain a small MAE ViT on MNIST, fine-tune it (and baselines) on rotated "
         "MNIST, and track accuracy and Lie derivatives; writes results/rotated_mnist/.",
     )
@@ -730,7 +730,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """Command-line entry point: ``python -m lielib.mae [--preset paper] [--epochs N] ...``."""
+    """Command-line entry point: ``python -m lielib.book.rotated_mnist.mae [--preset paper] [--epochs N] ...``."""
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     values = dict(PAPER_SCALE) if args.preset == "paper" else {}

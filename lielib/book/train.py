@@ -19,13 +19,13 @@ at 2e-3 in a short budget):
 
 Test accuracy is measured on a fixed seeded subset of 2,000 of the 10,000 test images
 (``--n-test 10000`` for all of them; the standard error at 80% is about 0.9 points). Checkpoints go to the cache folder
-(:func:`lielib.zoo.cache_dir`), one record per model to ``results/zoo/models/<name>.json``
+(:func:`lielib.book.zoo.cache_dir`), one record per model to ``results/zoo/models/<name>.json``
 and the table of all trained models to ``results/zoo/accuracy.csv``. A model whose
 checkpoint exists is skipped, so an interrupted run resumes where it stopped::
 
-    python -m lielib.train --zoo                  # the CPU zoo, one torch thread
-    python -m lielib.train --zoo --only vit_p4    # one model
-    python -m lielib.train --zoo --scale full --device cuda   # paper-scale, on a GPU
+    python -m lielib.book.train --zoo                  # the CPU zoo, one torch thread
+    python -m lielib.book.train --zoo --only vit_p4    # one model
+    python -m lielib.book.train --zoo --scale full --device cuda   # paper-scale, on a GPU
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def train_zoo(
     results = Path(results) if results is not None else (
         RESULTS_DIR if scale == "mini" else RESULTS_DIR.with_name(f"zoo-{scale}")
     )
-    command = command if command is not None else shlex.join(["python", "-m", "lielib.train", *sys.argv[1:]])
+    command = command if command is not None else shlex.join(["python", "-m", "lielib.book.train", *sys.argv[1:]])
     train = test = None
     for entry in tqdm(entries, desc="zoo", disable=not progress):
         ckpt = zoo.checkpoint_path(entry.name, scale=scale, root=cache)
@@ -403,8 +403,8 @@ def train_zoo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lielib.train --zoo [--only NAME ...] [--scale mini|full] ...``."""
-    p = argparse.ArgumentParser(prog="python -m lielib.train", description=__doc__.split("\n")[0])
+    """``python -m lielib.book.train --zoo [--only NAME ...] [--scale mini|full] ...``."""
+    p = argparse.ArgumentParser(prog="python -m lielib.book.train", description=__doc__.split("\n")[0])
     p.add_argument("--zoo", action="store_true", help="train the mini-zoo (required)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="train only these zoo models")
     p.add_argument("--scale", choices=("mini", "full"), default="mini",

@@ -17,7 +17,7 @@
 # **Claim.** Every number in the architecture comparison comes from this page, run once per
 # model: the local equivariance error (LEE) of one network for each transformation, beside
 # the sample-based metrics it is compared with, on a fixed seeded set of images. The sweep
-# command `python -m lielib.sweep chapters/measure_model.py --models SET` runs it through
+# command `python -m lielib.book.sweep chapters/workers/measure_model.py --models SET` runs it through
 # papermill for every model of a set and writes one table per model; it also runs on its
 # own, for the model named in its parameters.
 #
@@ -48,8 +48,8 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lielib.modelsets import default_out, load_subject, measure
-from lielib.results import metadata, provenance_markdown, repo_root, write_table
+from lielib.book.modelsets import default_out, load_subject, measure
+from lielib.book.results import metadata, provenance_markdown, repo_root, write_table
 
 ROOT = repo_root()
 torch.set_num_threads(threads)
@@ -57,7 +57,7 @@ torch.manual_seed(seed)
 target = Path(out) if out else default_out(source, model)
 if not command:
     command = (
-        f"jupytext --to ipynb -o - chapters/measure_model.py | papermill - out.ipynb "
+        f"jupytext --to ipynb -o - chapters/workers/measure_model.py | papermill - out.ipynb "
         f"-p model {model} -p source {source} -p n_images {n_images}"
     )
 

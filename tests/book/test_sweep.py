@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lielib import sweep, zoo
-from lielib.modelsets import METRIC_COLUMNS, SCHEMA, fit_log_linear, per_model, set_models
-from lielib.results import ROOT, read_table
+from lielib.book import sweep, zoo
+from lielib.book.modelsets import METRIC_COLUMNS, SCHEMA, fit_log_linear, per_model, set_models
+from lielib.book.results import ROOT, read_table
 
 FAKE_CHAPTER = textwrap.dedent(
     '''\
@@ -36,7 +36,7 @@ FAKE_CHAPTER = textwrap.dedent(
 
     import pandas as pd
 
-    from lielib.results import metadata, write_table
+    from lielib.book.results import metadata, write_table
 
     if model == fail_on:
         raise RuntimeError(f"deliberate failure for {model}")
@@ -105,12 +105,12 @@ def test_clear_errors(fake_chapter: Path, tmp_path: Path, kwargs: dict, match: s
 
 def test_paper_set_with_a_missing_imagenet_folder(tmp_path: Path) -> None:
     with pytest.raises(sweep.SweepError, match="ImageNet folder /no/such/imagenet does not exist"):
-        sweep.run_sweep(ROOT / "chapters" / "measure_model.py", "paper", out=tmp_path / "out",
+        sweep.run_sweep(ROOT / "chapters" / "workers" / "measure_model.py", "paper", out=tmp_path / "out",
                         params={"imagenet": "/no/such/imagenet"}, progress=False)
 
 
 def test_missing_checkpoints_say_how_to_train(fake_chapter: Path, tmp_path: Path) -> None:
-    with pytest.raises(sweep.SweepError, match=r"python -m lielib\.train --zoo --only vit_p16"):
+    with pytest.raises(sweep.SweepError, match=r"python -m lielib\.book\.train --zoo --only vit_p16"):
         sweep.run_sweep(fake_chapter, "zoo", only=["vit_p16"], out=tmp_path / "out", progress=False)
 
 
@@ -122,7 +122,7 @@ def test_chapter_without_parameters_cell(tmp_path: Path) -> None:
 
 
 def _sweep_cmd(chapter: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lielib.sweep", str(chapter), "--models", "zoo-init",
+    return [sys.executable, "-m", "lielib.book.sweep", str(chapter), "--models", "zoo-init",
             "--only", *MODELS, "--out", str(out), "--no-progress", *extra]
 
 
@@ -155,9 +155,9 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(fake_chapter: Path
     assert table.groupby("model").size().to_dict() == {m: 2 for m in MODELS}
     assert not table.duplicated(["model", "image"]).any()
     meta = json.loads(path.with_name("out.meta.json").read_text())
-    assert meta["produced_by"] == "lielib.sweep"
+    assert meta["produced_by"] == "lielib.book.sweep"
     assert meta["models"] == [m for m in zoo.zoo_names() if m in MODELS]
-    assert all(c.startswith("python -m lielib.sweep") for c in meta["sweep_commands"])
+    assert all(c.startswith("python -m lielib.book.sweep") for c in meta["sweep_commands"])
 
 
 @pytest.mark.slow
@@ -195,7 +195,7 @@ def test_merge_lists_missing_models(tmp_path: Path) -> None:
 def test_committed_results_match_schema(set_name: str) -> None:
     """The committed sweep results: every model once, the schema, made by the sweep."""
     path = ROOT / "results" / "architectures" / f"{set_name}.csv"
-    table, meta = read_table(path, how=f"python -m lielib.sweep merge results/architectures/{set_name}")
+    table, meta = read_table(path, how=f"python -m lielib.book.sweep merge results/architectures/{set_name}")
     assert list(table.columns[: len(SCHEMA)]) == list(SCHEMA)
     lee_cols = [c for c in table if c.startswith("lee_")]
     assert {"lee_translate_x", "lee_translate_y", "lee_rotate", "lee_scale", "lee_saturate"} <= set(lee_cols)
@@ -209,10 +209,14 @@ def test_committed_results_match_schema(set_name: str) -> None:
         assert table["accuracy"].isna().all()
     else:
         assert table["accuracy"].between(0, 1).all()
-    assert meta["produced_by"] == "lielib.sweep"
-    assert meta["command"].startswith("python -m lielib.sweep merge")
+    # Tables made before the move to lielib.book name the old module paths (reproduce.md).
+    sweep_mod = meta["produced_by"]
+    assert sweep_mod in ("lielib.book.sweep", "lielib.sweep")
+    worker = ("chapters/workers/measure_model.py" if sweep_mod == "lielib.book.sweep"
+              else "chapters/measure_model.py")
+    assert meta["command"].startswith(f"python -m {sweep_mod} merge")
     assert meta["sweep_commands"]
-    assert all(c.startswith("python -m lielib.sweep chapters/measure_model.py --models " + set_name)
+    assert all(c.startswith(f"python -m {sweep_mod} {worker} --models " + set_name)
                for c in meta["sweep_commands"])
     assert meta["missing"] == [] and meta["failures"] == []
     per_model = sorted((ROOT / "results" / "architectures" / set_name).glob("*.csv"))
@@ -222,13 +226,13 @@ def test_committed_results_match_schema(set_name: str) -> None:
 @pytest.mark.slow
 def test_measure_model_chapter_runs_through_the_sweep(tmp_path: Path) -> None:
     out = tmp_path / "zoo-init"
-    status = sweep.run_sweep(ROOT / "chapters" / "measure_model.py", "zoo-init", only=["vit_p16"],
+    status = sweep.run_sweep(ROOT / "chapters" / "workers" / "measure_model.py", "zoo-init", only=["vit_p16"],
                              out=out, params={"n_images": "2"}, progress=False)
     assert status["done"] == ["vit_p16"], status
     table, meta = read_table(out / "vit_p16.csv")
     assert list(table.columns[: len(SCHEMA)]) == list(SCHEMA)
     assert len(table) == 2 and set(METRIC_COLUMNS) <= set(table.columns)
-    assert meta["command"].startswith("python -m lielib.sweep")
+    assert meta["command"].startswith("python -m lielib.book.sweep")
     assert meta["set"] == "zoo-init" and meta["model"] == "vit_p16"
 
 
@@ -273,4 +277,4 @@ def test_architectures_chapter_runs_with_tiny_parameters(tmp_path: Path) -> None
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
     text = json.dumps(outputs)
-    assert "Provenance" in text and "python -m lielib.sweep" in text
+    assert "Provenance" in text and "python -m lielib.book.sweep" in text

@@ -37,7 +37,7 @@ __all__ = [
     "write_table",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -64,7 +64,7 @@ def _versions() -> dict[str, str]:
             out[mod] = __import__(mod).__version__
         except ImportError:
             pass
-    from . import __version__
+    from .. import __version__
 
     out["lielib"] = __version__
     return out
@@ -96,9 +96,11 @@ def _device_name(device: Any) -> str:
 def _invocation() -> str:
     """The running command line, with ``python -m lielib.x`` for lielib's own CLIs."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    package = Path(__file__).resolve().parent
-    if script is not None and script.parent == package and script.suffix == ".py":
-        return shlex.join(["python", "-m", f"lielib.{script.stem}", *sys.argv[1:]])
+    package = Path(__file__).resolve().parents[1]
+    if script is not None and script.suffix == ".py" and script.is_relative_to(package):
+        parts = ("lielib", *script.relative_to(package).with_suffix("").parts)
+        module = ".".join(parts[:-1] if parts[-1] == "__main__" else parts)
+        return shlex.join(["python", "-m", module, *sys.argv[1:]])
     return shlex.join([sys.executable, *sys.argv])
 
 

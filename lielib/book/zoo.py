@@ -7,7 +7,7 @@ to 32 x 32 inputs (patch sizes 2-16, narrow and shallow ViTs and
 Mixers), a coarse ``family`` (``cnn``, ``vit``, ``mixer``) as in the paper's Figure 1, and
 a training ``budget`` (subset size and epochs). ``full_kwargs`` keeps the paper-scale
 architecture (timm's own widths and depths, still at 32 px) and :data:`FULL_BUDGET` the
-paper-scale budget; ``python -m lielib.train --zoo --scale full`` trains those on a GPU.
+paper-scale budget; ``python -m lielib.book.train --zoo --scale full`` trains those on a GPU.
 
 Fashion-MNIST's 28 x 28 images are zero-padded to 32 x 32 (the background is black, so
 padding adds background) and normalised with the training set's mean and standard
@@ -45,7 +45,7 @@ __all__ = [
     "zoo_names",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 32
 MEAN = 0.2860
 """Mean pixel of the Fashion-MNIST training set (after scaling to [0, 1])."""
@@ -266,8 +266,8 @@ def load_trained(
         flag = "" if scale == "mini" else f" --scale {scale}"
         raise MissingCheckpointError(
             f"no checkpoint for zoo model {name!r} at {path}. Train it with "
-            f"`python -m lielib.train --zoo --only {name}{flag}` (or the whole zoo with "
-            f"`python -m lielib.train --zoo{flag}`); set LIELIB_CACHE to use another cache folder."
+            f"`python -m lielib.book.train --zoo --only {name}{flag}` (or the whole zoo with "
+            f"`python -m lielib.book.train --zoo{flag}`); set LIELIB_CACHE to use another cache folder."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = create(name, scale=scale, seed=None)

@@ -1,4 +1,4 @@
-"""The book's figure style: palettes, labels and helpers of lielib.plotting."""
+"""The book's figure style: palettes, labels and helpers of lielib.book.plotting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from lielib import list_actions
-from lielib.plotting import (
+from lielib.book.plotting import (
     ACTION_LABELS,
     FAMILY_PALETTE,
     LAYER_KIND_PALETTE,

@@ -12,8 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lielib.data import load_idx
-from lielib.mae import (
+from lielib.book.data import load_idx
+from lielib.book.results import read_table
+from lielib.book.rotated_mnist.data import (
+    ROTATED_MNIST_SIZES,
+    load_pretraining_digits,
+    load_rotated_mnist,
+    rotate_digits,
+    split_sources,
+)
+from lielib.book.rotated_mnist.mae import (
     LEE_ACTIONS,
     MAE,
     ExperimentConfig,
@@ -26,16 +34,8 @@ from lielib.mae import (
     small_cnn,
     small_vit,
 )
-from lielib.results import read_table
-from lielib.rotated_mnist import (
-    ROTATED_MNIST_SIZES,
-    load_pretraining_digits,
-    load_rotated_mnist,
-    rotate_digits,
-    split_sources,
-)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def test_cli_writes_tidy_results_with_metadata(tmp_path):
     assert frame["variant"].tolist() == ["cnn", "cnn"] and frame["epoch"].tolist() == [0, 1]
     assert meta["seed"] == 0 and meta["epochs"] == 1 and meta["sizes"]["train"] == 64
     assert (
-        meta["command"].startswith("python -m lielib.mae") and "--train-size 64" in meta["command"]
+        meta["command"].startswith("python -m lielib.book.rotated_mnist.mae") and "--train-size 64" in meta["command"]
     )
     assert meta["layerwise"] == "computed" or meta["layerwise"].startswith(
         ("unavailable", "failed")
@@ -292,7 +292,7 @@ def test_cli_rejects_unknown_variants():
 
 def test_config_round_trips_through_the_command_line():
     cfg = ExperimentConfig(variants=("mae+rot", "cnn"), epochs=3, lr=5e-4)
-    from lielib.mae import _parser
+    from lielib.book.rotated_mnist.mae import _parser
 
     args = _parser().parse_args(cfg.cli_args())
     assert tuple(args.variants) == cfg.variants and args.epochs == 3 and args.lr == 5e-4

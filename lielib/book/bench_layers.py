@@ -1,6 +1,6 @@
 """Benchmark of the layer-wise decomposition: exact against the paper's 100 probes.
 
-``python -m lielib.bench`` calls :func:`bench_layerwise`; ``python -m lielib.bench_layers``
+``python -m lielib.book.bench`` calls :func:`bench_layerwise`; ``python -m lielib.book.bench_layers``
 runs it alone and prints JSON. Both methods run in the same process on the same image,
 so their ratio is meaningful even on a shared, noisy machine; absolute times are not.
 """
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .layers import layerwise_contributions
+from ..layers import layerwise_contributions
 
 __all__ = ["bench_layerwise"]
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 WIDTH, HEIGHT, MAX_SHOT_HEIGHT = 1280, 900, 12000
@@ -277,9 +277,9 @@ def test_toc_lists_pages():
         )
 
 
-# Per-model notebooks that `python -m lielib.sweep` runs once per model; they need the
-# zoo checkpoints, so they are exercised by tests/test_sweep.py, not built into the book.
-SWEEP_TEMPLATES = {"chapters/measure_model"}
+# Per-model notebooks that `python -m lielib.book.sweep` runs once per model; they need the
+# zoo checkpoints, so they are exercised by tests/book/test_sweep.py, not built into the book.
+SWEEP_TEMPLATES = {"chapters/workers/measure_model"}
 
 
 def test_every_chapter_is_in_the_toc():

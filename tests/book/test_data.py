@@ -1,4 +1,4 @@
-"""lielib.data: idx datasets, the photo set, ImageNet folders, data configs and seeded subsets."""
+"""lielib.book.data: idx datasets, the photo set, ImageNet folders, data configs and seeded subsets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from lielib import data
-from lielib.data import (
+from lielib.book import data
+from lielib.book.data import (
     DatasetNotFoundError,
     ImageNetSubset,
     data_root,
@@ -175,7 +175,7 @@ def test_config_from_model_and_info():
     config = data.resolve_config(model)
     assert config["input_size"] == (3, 224, 224) and config["mean"] == (0.5, 0.5, 0.5)
 
-    class Info:  # anything with a data_config attribute, e.g. lielib.models.ModelInfo
+    class Info:  # anything with a data_config attribute, e.g. lielib.book.models.ModelInfo
         data_config = LITE
 
     assert data.resolve_config(Info(), size=16)["input_size"] == (3, 16, 16)

@@ -2,15 +2,15 @@
 
 Usage::
 
-    python -m lielib.sweep CHAPTER --models SET [--only NAME ...] [--shard i/n] [--out DIR]
+    python -m lielib.book.sweep CHAPTER --models SET [--only NAME ...] [--shard i/n] [--out DIR]
                            [-p key value ...] [--force]
-    python -m lielib.sweep merge DIR [--models SET] [--output FILE]
+    python -m lielib.book.sweep merge DIR [--models SET] [--output FILE]
 
-Each model of ``SET`` (see :mod:`lielib.modelsets`) runs ``CHAPTER`` (a jupytext ``.py``
+Each model of ``SET`` (see :mod:`lielib.book.modelsets`) runs ``CHAPTER`` (a jupytext ``.py``
 chapter with a cell tagged ``parameters``) with the parameters ``model``, ``source`` (the
 set), ``out`` (``DIR/<model>.csv``) and ``command`` (this sweep's command line, which the
 chapter records in the table's metadata), plus any ``-p key value`` pairs. The chapter
-writes ``DIR/<model>.csv`` atomically (:func:`lielib.results.write_table`), so a model is
+writes ``DIR/<model>.csv`` atomically (:func:`lielib.book.results.write_table`), so a model is
 done exactly when its file exists: a killed sweep reruns only what is missing. A failing
 model does not stop the sweep: its error and traceback go to
 ``DIR/failures/<model>.json`` (removed when it later succeeds) and the exit status is 1.
@@ -204,7 +204,7 @@ def run_sweep(
         )
     out = Path(out) if out is not None else ROOT / "results" / chapter.stem / set_name
     out = out.resolve()
-    command = command or shlex.join(["python", "-m", "lielib.sweep", *sys.argv[1:]])
+    command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
     mine = shard(models, *shard_spec)
     todo = [m for m in mine if force or not result_path(out, m).is_file()]
     try:
@@ -288,10 +288,10 @@ def merge(
     failures = sorted(p.stem for p in (out / "failures").glob("*.json"))
     sweep_cmds = sorted({m.get("command") for m in metas if m.get("command")})
     output = Path(output) if output is not None else out.with_suffix(".csv")
-    command = command or shlex.join(["python", "-m", "lielib.sweep", *sys.argv[1:]])
+    command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
     meta = metadata(
         command=command,
-        produced_by="lielib.sweep",
+        produced_by="lielib.book.sweep",
         sweep_commands=sweep_cmds,
         per_model_files=[str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files],
         models=models,
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
-        p = argparse.ArgumentParser(prog="python -m lielib.sweep merge",
+        p = argparse.ArgumentParser(prog="python -m lielib.book.sweep merge",
                                     description="Merge a sweep's per-model tables into one.")
         p.add_argument("dir", help="the sweep's --out folder")
         p.add_argument("--models", help="the model set (orders rows, lists missing models)")
@@ -321,14 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv[1:])
         try:
             path, table = merge(args.dir, set_name=args.models, output=args.output,
-                                command=shlex.join(["python", "-m", "lielib.sweep", *argv]))
+                                command=shlex.join(["python", "-m", "lielib.book.sweep", *argv]))
         except (SweepError, ValueError) as err:
             p.error(str(err))
         print(f"merged {table['model'].nunique() if 'model' in table else len(table)} models, "
               f"{len(table)} rows -> {path}")
         return 0
-    p = argparse.ArgumentParser(prog="python -m lielib.sweep", description=__doc__.split("\n")[0],
-                                epilog="merge: python -m lielib.sweep merge DIR [--models SET]")
+    p = argparse.ArgumentParser(prog="python -m lielib.book.sweep", description=__doc__.split("\n")[0],
+                                epilog="merge: python -m lielib.book.sweep merge DIR [--models SET]")
     p.add_argument("chapter", help="a jupytext .py chapter with a `parameters` cell")
     p.add_argument("--models", required=True, help="model set: zoo, zoo-init, lite or paper")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these models of the set")
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         status = run_sweep(
             args.chapter, args.models, only=args.only, shard_spec=parse_shard(args.shard),
             out=args.out, params=_parse_p(args.p), force=args.force,
-            command=shlex.join(["python", "-m", "lielib.sweep", *argv]),
+            command=shlex.join(["python", "-m", "lielib.book.sweep", *argv]),
             progress=not args.no_progress,
         )
     except SweepError as err:

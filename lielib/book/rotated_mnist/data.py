@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import load_idx
+from ..data import load_idx
 
 __all__ = [
     "ROTATED_MNIST_SIZES",
@@ -150,7 +150,7 @@ def load_rotated_mnist(
         seed: names the dataset (permutation and angles).
         size: keep only the first ``size`` digits of the split (same digits and angles
             as the full split).
-        root: MNIST data root, see :func:`lielib.data.data_root`.
+        root: MNIST data root, see :func:`lielib.book.data.data_root`.
 
     Returns:
         A :class:`RotatedMNIST`.

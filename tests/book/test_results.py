@@ -4,7 +4,7 @@ import os
 import pandas as pd
 import pytest
 
-from lielib.results import (
+from lielib.book.results import (
     MissingResultsError,
     atomic_write_text,
     meta_path,
@@ -27,8 +27,8 @@ def test_table_round_trip_with_metadata(tmp_path):
 
 
 def test_missing_table_says_how_to_make_it(tmp_path):
-    with pytest.raises(MissingResultsError, match="python -m lielib.sweep"):
-        read_table(tmp_path / "nope.csv", how="python -m lielib.sweep chapters/x.py")
+    with pytest.raises(MissingResultsError, match="python -m lielib.book.sweep"):
+        read_table(tmp_path / "nope.csv", how="python -m lielib.book.sweep chapters/x.py")
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
@@ -47,15 +47,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 
 def test_provenance_lists_files_and_commands(tmp_path):
     frame = pd.DataFrame({"x": [1]})
-    path = write_table(tmp_path / "t.csv", frame, metadata(command="python -m lielib.bench", seed=0))
+    path = write_table(tmp_path / "t.csv", frame, metadata(command="python -m lielib.book.bench", seed=0))
     text = provenance_markdown([path, tmp_path / "absent.csv"], root=tmp_path)
-    assert "`t.csv`" in text and "python -m lielib.bench" in text
+    assert "`t.csv`" in text and "python -m lielib.book.bench" in text
     assert "`absent.csv`: **missing**" in text
     assert json.loads(meta_path(path).read_text())["seed"] == 0
 
 
 def test_metadata_names_lielib_clis_as_modules(monkeypatch):
-    import lielib.bench
+    import lielib.book.bench
 
-    monkeypatch.setattr("sys.argv", [lielib.bench.__file__, "--images", "4"])
-    assert metadata()["command"] == "python -m lielib.bench --images 4"
+    monkeypatch.setattr("sys.argv", [lielib.book.bench.__file__, "--images", "4"])
+    assert metadata()["command"] == "python -m lielib.book.bench --images 4"

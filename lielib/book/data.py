@@ -91,7 +91,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     """
     if root is None:
         root = os.environ.get("LIELIB_DATA") or (
-            Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+            Path(__file__).resolve().parents[3] / "shared" / "data"
         )
     return Path(root).expanduser().resolve()
 
