@@ -1,18 +1,28 @@
-"""The mini-zoo: timm architectures scaled to 32 px Fashion-MNIST, and where their weights live.
+"""The Fashion-MNIST zoo: a controlled set of timm architectures trained with one recipe.
 
-Every entry is one ``timm.create_model(arch, in_chans=1, num_classes=10, **kwargs)`` call
-(for the MLP-Mixer family, whose timm entry points do not accept a patch size, the same
-timm factory, ``build_model_with_cfg``, on timm's ``MlpMixer`` class) with ``kwargs`` scaled
-to 32 x 32 inputs (patch sizes 2-16, narrow and shallow ViTs and
-Mixers), a coarse ``family`` (``cnn``, ``vit``, ``mixer``) as in the paper's Figure 1, and
-a training ``budget`` (subset size and epochs). ``full_kwargs`` keeps the paper-scale
-architecture (timm's own widths and depths, still at 32 px) and :data:`FULL_BUDGET` the
-paper-scale budget; ``python -m lielib.book.train --zoo --scale full`` trains those on a GPU.
+The zoo varies one factor at a time at an equal number of optimizer steps
+(:data:`STEPS`, one epoch's worth of the 60,000 training images at batch 64):
 
-Fashion-MNIST's 28 x 28 images are zero-padded to 32 x 32 (the background is black, so
-padding adds background) and normalised with the training set's mean and standard
-deviation: ``x = (pad(u / 255) - MEAN) / STD``. Checkpoints live in a cache outside git:
-``$LIELIB_CACHE/zoo/`` if ``LIELIB_CACHE`` is set, else ``<repo>/cache/zoo/``.
+- architecture: five CNN kinds (ResNet, ConvNeXt, MobileNetV3, MobileNetV2, DenseNet), two
+  transformer kinds (ViT, DeiT with its distillation token) and three MLP kinds (MLP-Mixer,
+  ResMLP, gMLP), grouped into the paper's three families ``cnn``, ``vit`` and ``mixer``;
+- size: a ``small`` and a ``large`` variant of every kind (width or depth);
+- training-set size: 60,000 images, and for the small variants also 2,000 and 8,000 (a
+  seeded nested subset; the steps stay the same, so the smaller sets are seen many times);
+- augmentation: none, and for the small variants also random shifts of up to 2 px.
+
+Every entry is one ``timm.create_model(arch, in_chans=1, num_classes=10, **kwargs)`` call at
+32 px (the MLP-Mixer kinds through timm's own factory on its ``MlpMixer`` class, whose entry
+points fix patch size and depth). Classifier heads follow one rule across families
+(:func:`create`): weights from a truncated normal with standard deviation 0.01 and zero
+bias, drawn from the model's seed, so that the loss at initialisation is ln 10 for every
+architecture (timm's own rule for EfficientNet/MobileNet heads, U(+-1/sqrt(fan_out)),
+gives 2.9 to 7.3 with 10 classes).
+
+Fashion-MNIST's 28 x 28 images are zero-padded to 32 x 32 and normalised with the training
+set's mean and standard deviation: ``x = (pad(u / 255) - MEAN) / STD``. Checkpoints live in
+a cache outside git (:func:`cache_dir`), one folder per model with a checkpoint per snapshot
+step; ``python -m lielib.book.zoo_train`` trains them.
 """
 
 from __future__ import annotations
@@ -26,14 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .paths import NotAvailableError
+from .paths import cache_dir as _cache
+
 __all__ = [
-    "BUDGETS",
-    "FULL_BUDGET",
+    "BATCH_SIZE",
     "INPUT_SIZE",
     "MEAN",
+    "SNAPSHOT_STEPS",
     "STD",
+    "STEPS",
     "ZOO",
-    "Budget",
     "MissingCheckpointError",
     "ZooEntry",
     "cache_dir",
@@ -45,130 +58,105 @@ __all__ = [
     "zoo_names",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 32
 MEAN = 0.2860
 """Mean pixel of the Fashion-MNIST training set (after scaling to [0, 1])."""
 STD = 0.3530
 """Standard deviation of the Fashion-MNIST training pixels."""
+BATCH_SIZE = 64
+STEPS = 938
+"""Optimizer steps for every model: ceil(60,000 / 64), one epoch of the full training set."""
+SNAPSHOT_STEPS = (0, 47, 188, 469, STEPS)
+"""Steps at which a checkpoint is kept (0, 5%, 20%, 50% and 100% of training)."""
+HEAD_STD = 0.01
 
 
-class MissingCheckpointError(FileNotFoundError):
+class MissingCheckpointError(NotAvailableError, FileNotFoundError):
     """A zoo model has no trained checkpoint; the message says how to train it."""
 
 
 @dataclass(frozen=True)
-class Budget:
-    """A training budget: ``n_train`` seeded training images for ``epochs`` epochs."""
-
-    name: str
-    n_train: int
-    epochs: int
-
-
-BUDGETS: dict[str, Budget] = {
-    b.name: b
-    for b in (
-        Budget("xs", 500, 1),
-        Budget("s", 1_200, 1),
-        Budget("m", 2_500, 1),
-        Budget("l", 5_000, 1),
-        Budget("xl", 8_000, 1),
-    )
-}
-"""The CPU budgets; spread so that test accuracy spreads (about 50% to 85%)."""
-FULL_BUDGET = Budget("full", 60_000, 30)
-"""The paper-scale budget: the whole training set, 30 epochs."""
-
-
-@dataclass(frozen=True)
 class ZooEntry:
-    """One zoo model: a timm architecture, its 32 px kwargs, family and budget.
+    """One zoo model: a timm architecture at 32 px and the factors of its training.
 
     Attributes:
-        name: the zoo's name for the model (also its checkpoint and results file name).
+        name: the zoo's name (also its checkpoint folder and results file name).
         arch: the timm architecture passed to ``timm.create_model``.
-        family: ``"cnn"``, ``"vit"`` or ``"mixer"``.
-        kwargs: the mini (CPU) architecture at 32 px.
-        budget: the name of its CPU budget in :data:`BUDGETS`.
-        full_kwargs: the paper-scale architecture at 32 px (timm's widths and depths).
-        lr: the AdamW peak learning rate of the shared recipe for this entry.
+        family: ``"cnn"``, ``"vit"`` or ``"mixer"`` (the paper's Figure 1 groups).
+        kind: the architecture kind (``"resnet"``, ``"vit"``, ``"gmlp"``, ...).
+        size: ``"small"`` or ``"large"`` within its kind.
+        kwargs: extra ``timm.create_model`` arguments (32 px patch sizes, widths, depths).
+        n_train: training images (a seeded nested subset of the 60,000).
+        augment: ``"none"`` or ``"shift"`` (random shifts of up to 2 px).
     """
 
     name: str
     arch: str
     family: str
+    kind: str
+    size: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    budget: str = "m"
-    full_kwargs: dict[str, Any] = field(default_factory=dict)
-    lr: float = 2e-3
+    n_train: int = 60_000
+    augment: str = "none"
 
-    def model_kwargs(self, scale: str = "mini") -> dict[str, Any]:
-        """The ``timm.create_model`` keyword arguments for ``scale`` (``mini`` or ``full``)."""
-        if scale not in ("mini", "full"):
-            raise ValueError(f"unknown scale {scale!r}; use 'mini' or 'full'")
-        extra = self.kwargs if scale == "mini" else self.full_kwargs
-        return {"in_chans": 1, "num_classes": 10, **extra}
+    def model_kwargs(self) -> dict[str, Any]:
+        """The ``timm.create_model`` keyword arguments."""
+        return {"in_chans": 1, "num_classes": 10, **self.kwargs}
 
-    def budget_for(self, scale: str = "mini") -> Budget:
-        """The training budget for ``scale``."""
-        return BUDGETS[self.budget] if scale == "mini" else FULL_BUDGET
+    @property
+    def condition(self) -> str:
+        """The training condition: ``"60k"``, ``"8k"``, ``"2k"``, or ``"60k+shift"``."""
+        label = f"{self.n_train // 1000}k"
+        return label if self.augment == "none" else f"{label}+{self.augment}"
 
 
-def _vit(patch: int, dim: int, depth: int, heads: int, **extra: Any) -> dict[str, Any]:
-    return dict(img_size=32, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, **extra)
+def _vit(depth: int, **extra: Any) -> dict[str, Any]:
+    return dict(img_size=32, patch_size=4, embed_dim=96, depth=depth, num_heads=3, **extra)
 
 
-def _mixer(patch: int, dim: int, blocks: int, **extra: Any) -> dict[str, Any]:
-    return dict(img_size=32, patch_size=patch, embed_dim=dim, num_blocks=blocks, **extra)
+def _mixer(dim: int, blocks: int) -> dict[str, Any]:
+    return {"img_size": 32, "patch_size": 4, "embed_dim": dim, "num_blocks": blocks}
 
 
-ZOO: tuple[ZooEntry, ...] = (
-    # CNNs: ResNet, ConvNeXt, EfficientNet / MobileNet, DenseNet.
-    ZooEntry("resnet18", "resnet18", "cnn", {}, "xl", {}),
-    ZooEntry("resnet10t", "resnet10t", "cnn", {}, "m", {}),
-    ZooEntry("resnet18-xs", "resnet18", "cnn", {}, "xs", {}),
-    ZooEntry("convnext_atto", "convnext_atto", "cnn", {}, "m", {}),
-    ZooEntry("convnext_femto", "convnext_femto", "cnn", {}, "xs", {}),
-    ZooEntry("efficientnet_b0", "efficientnet_b0", "cnn", {}, "l", {}, lr=5e-4),
-    ZooEntry("mobilenetv3_small", "mobilenetv3_small_100", "cnn", {}, "m", {}),
-    ZooEntry("mobilenetv2_050", "mobilenetv2_050", "cnn", {}, "l", {}),
-    ZooEntry(
-        "densenet_small",
-        "densenet121",
-        "cnn",
-        {"growth_rate": 12, "block_config": (3, 6, 12, 8)},
-        "s",
-        {},
-    ),
-    # ViTs and DeiTs, patch sizes 2, 4, 8 and 16 on 32 px images.
-    ZooEntry("vit_p4", "vit_tiny_patch16_224", "vit", _vit(4, 96, 4, 3), "xl",
-             _vit(4, 192, 12, 3), lr=1e-3),
-    ZooEntry("vit_p8", "vit_tiny_patch16_224", "vit", _vit(8, 128, 4, 4), "l",
-             _vit(8, 192, 12, 3), lr=1e-3),
-    ZooEntry("vit_p16", "vit_tiny_patch16_224", "vit", _vit(16, 128, 4, 4), "m",
-             _vit(16, 192, 12, 3), lr=1e-3),
-    ZooEntry("vit_p2", "vit_tiny_patch16_224", "vit", _vit(2, 48, 2, 3), "l",
-             _vit(2, 192, 12, 3), lr=1e-3),
-    ZooEntry("vit_p4_gap", "vit_small_patch16_224", "vit",
-             _vit(4, 96, 4, 4, class_token=False, global_pool="avg"), "l",
-             _vit(4, 384, 12, 6, class_token=False, global_pool="avg"), lr=1e-3),
-    ZooEntry("deit_p4", "deit_tiny_distilled_patch16_224", "vit", _vit(4, 96, 4, 3), "l",
-             _vit(4, 192, 12, 3), lr=1e-3),
-    # MLP-Mixer, ResMLP and gMLP.
-    ZooEntry("mixer_p4", "mixer_s16_224", "mixer", _mixer(4, 96, 4), "m", _mixer(4, 512, 8)),
-    ZooEntry("mixer_p8", "mixer_s16_224", "mixer", _mixer(8, 192, 4), "m", _mixer(8, 512, 8)),
-    ZooEntry("resmlp_p4", "resmlp_12_224", "mixer", _mixer(4, 96, 4), "l", _mixer(4, 384, 12)),
-    ZooEntry("gmlp_p4", "gmlp_ti16_224", "mixer", _mixer(4, 96, 4), "m", _mixer(4, 128, 30)),
+# (kind, family, small (arch, kwargs), large (arch, kwargs))
+_KINDS: tuple[tuple[str, str, tuple[str, dict], tuple[str, dict]], ...] = (
+    ("resnet", "cnn", ("resnet10t", {}), ("resnet18", {})),
+    ("convnext", "cnn", ("convnext_atto", {}), ("convnext_femto", {})),
+    ("mobilenetv3", "cnn", ("mobilenetv3_small_050", {}), ("mobilenetv3_small_100", {})),
+    ("mobilenetv2", "cnn", ("mobilenetv2_050", {}), ("mobilenetv2_100", {})),
+    ("densenet", "cnn", ("densenet121", {"growth_rate": 12, "block_config": (3, 6, 12, 8)}),
+     ("densenet121", {"growth_rate": 24, "block_config": (3, 6, 12, 8)})),
+    ("vit", "vit", ("vit_tiny_patch16_224", _vit(4)), ("vit_tiny_patch16_224", _vit(8))),
+    ("deit", "vit", ("deit_tiny_distilled_patch16_224", _vit(4)),
+     ("deit_tiny_distilled_patch16_224", _vit(8))),
+    ("mixer", "mixer", ("mixer_s16_224", _mixer(128, 4)), ("mixer_s16_224", _mixer(128, 8))),
+    ("resmlp", "mixer", ("resmlp_12_224", _mixer(96, 4)), ("resmlp_12_224", _mixer(96, 8))),
+    ("gmlp", "mixer", ("gmlp_ti16_224", _mixer(96, 4)), ("gmlp_ti16_224", _mixer(96, 8))),
 )
-"""The zoo, in training order."""
+
+
+def _build_zoo() -> tuple[ZooEntry, ...]:
+    base, varied = [], []
+    for kind, family, small, large in _KINDS:
+        for size, (arch, kwargs) in (("small", small), ("large", large)):
+            base.append(ZooEntry(f"{kind}-{size}", arch, family, kind, size, kwargs))
+        arch, kwargs = small
+        for n in (2_000, 8_000):
+            varied.append(ZooEntry(f"{kind}-small-n{n // 1000}k", arch, family, kind, "small",
+                                   kwargs, n_train=n))
+        varied.append(ZooEntry(f"{kind}-small-shift", arch, family, kind, "small", kwargs,
+                               augment="shift"))
+    return (*base, *varied)
+
+
+ZOO: tuple[ZooEntry, ...] = _build_zoo()
+"""The zoo, in training order: every kind at both sizes first, then the varied factors."""
 
 _BY_NAME = {e.name: e for e in ZOO}
 
-
 # timm's MLP-Mixer entry points fix patch size, depth and width inside the function (passing
 # them again is a TypeError), so these are built with timm's own factory from the class.
-_MIXER_LAYERS: dict[str, dict[str, str]] = {
+_MIXER_LAYERS: dict[str, dict[str, Any]] = {
     "mixer_s16_224": {},
     "resmlp_12_224": {"block_layer": "ResBlock", "norm_layer": "Affine", "mlp_ratio": 4},
     "gmlp_ti16_224": {"block_layer": "SpatialGatingBlock", "mlp_layer": "GatedMlp", "mlp_ratio": 6},
@@ -178,10 +166,8 @@ _MIXER_LAYERS: dict[str, dict[str, str]] = {
 def _create_mixer(arch: str, kwargs: dict[str, Any]) -> nn.Module:
     from timm.models import build_model_with_cfg, mlp_mixer
 
-    layers = {
-        k: getattr(mlp_mixer, v) if isinstance(v, str) else v
-        for k, v in _MIXER_LAYERS[arch].items()
-    }
+    layers = {k: getattr(mlp_mixer, v) if isinstance(v, str) else v
+              for k, v in _MIXER_LAYERS[arch].items()}
     return build_model_with_cfg(mlp_mixer.MlpMixer, arch, False, **layers, **kwargs)
 
 
@@ -202,32 +188,45 @@ def get_entry(name: str) -> ZooEntry:
         raise KeyError(f"unknown zoo model {name!r}; the zoo has: {', '.join(_BY_NAME)}") from None
 
 
-def create(entry: ZooEntry | str, *, scale: str = "mini", seed: int | None = 0) -> nn.Module:
-    """A freshly initialised zoo model (seeded when ``seed`` is not ``None``).
+def _heads(model: nn.Module) -> list[nn.Linear]:
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, tuple | list) else (heads,)
+    found = [h for h in heads if isinstance(h, nn.Linear)]
+    if not found:
+        raise TypeError(f"{type(model).__name__} has no linear classifier head: {heads}")
+    return found
 
-    Zero-initialised heads (MLP-Mixer, ResMLP, gMLP) would make every Lie derivative at
-    initialisation exactly 0, so a head that is all zeros is re-drawn from the seeded
-    generator with a small normal init (std 0.02, timm's usual) before training starts.
+
+def create(entry: ZooEntry | str, *, seed: int = 0) -> nn.Module:
+    """A freshly initialised zoo model, in training mode.
+
+    timm's initialisation draws from the global RNG, so it runs inside
+    ``torch.random.fork_rng()`` seeded with ``seed`` (the caller's RNG is untouched). Every
+    classifier head is then re-drawn by one rule: ``W ~ N(0, 0.01^2)`` truncated at two
+    standard deviations, ``b = 0``, from a generator seeded with ``seed``.
     """
     import timm
 
     entry = get_entry(entry) if isinstance(entry, str) else entry
-    if seed is not None:
+    kwargs = entry.model_kwargs()
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-    kwargs = entry.model_kwargs(scale)
-    if entry.arch in _MIXER_LAYERS:
-        model = _create_mixer(entry.arch, kwargs)
-    else:
-        model = timm.create_model(entry.arch, pretrained=False, **kwargs)
-    head = model.get_classifier()
-    if isinstance(head, nn.Linear) and not head.weight.detach().any():
-        with torch.no_grad():
-            head.weight.normal_(0.0, 0.02)
+        if entry.arch in _MIXER_LAYERS:
+            model = _create_mixer(entry.arch, kwargs)
+        else:
+            model = timm.create_model(entry.arch, pretrained=False, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in _heads(model):
+            nn.init.trunc_normal_(head.weight, std=HEAD_STD, a=-2 * HEAD_STD, b=2 * HEAD_STD,
+                                  generator=gen)
+            if head.bias is not None:
+                head.bias.zero_()
     return model
 
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(N, 28, 28)`` Fashion-MNIST -> float ``(N, 1, 32, 32)`` as the zoo was trained.
+    """uint8 ``(N, 28, 28)`` Fashion-MNIST -> float ``(N, 1, 32, 32)`` as the zoo is trained.
 
     ``x = (pad_2(u / 255) - MEAN) / STD``, padding two black pixels on every side.
     """
@@ -240,37 +239,39 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 
 
 def cache_dir() -> Path:
-    """The zoo's checkpoint folder: ``$LIELIB_CACHE/zoo`` or ``<repo>/cache/zoo``."""
-    base = os.environ.get("LIELIB_CACHE")
-    return (Path(base).expanduser() if base else ROOT / "cache") / "zoo"
+    """The zoo's checkpoint folder: ``<cache>/zoo`` (see :func:`lielib.book.paths.cache_dir`)."""
+    return _cache("zoo")
 
 
-def checkpoint_path(name: str, *, scale: str = "mini", root: str | os.PathLike | None = None) -> Path:
-    """Where the checkpoint of zoo model ``name`` lives (it need not exist)."""
+def checkpoint_path(name: str, *, step: int = STEPS, root: str | os.PathLike | None = None) -> Path:
+    """Where zoo model ``name``'s checkpoint at ``step`` lives (it need not exist)."""
     get_entry(name)
+    if step not in SNAPSHOT_STEPS:
+        raise ValueError(f"no snapshot at step {step}; the zoo keeps {SNAPSHOT_STEPS}")
     folder = Path(root) if root is not None else cache_dir()
-    suffix = "" if scale == "mini" else f"-{scale}"
-    return folder / f"{name}{suffix}.pt"
+    return folder / name / f"step{step:04d}.pt"
 
 
-def load_trained(
-    name: str, *, scale: str = "mini", root: str | os.PathLike | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained zoo model ``name`` in eval mode, and its training record.
+def load_trained(name: str, *, step: int = STEPS, root: str | os.PathLike | None = None
+                 ) -> tuple[nn.Module, dict[str, Any]]:
+    """Zoo model ``name`` at snapshot ``step`` (default: trained) in eval mode, and its record.
+
+    BatchNorm statistics in every snapshot were re-estimated on training images, so the
+    step-0 snapshot is the function training starts from.
 
     Raises:
         MissingCheckpointError: it was not trained yet; the message gives the command.
     """
-    path = checkpoint_path(name, scale=scale, root=root)
+    from .training import load_checkpoint
+
+    path = checkpoint_path(name, step=step, root=root)
     if not path.is_file():
-        flag = "" if scale == "mini" else f" --scale {scale}"
         raise MissingCheckpointError(
-            f"no checkpoint for zoo model {name!r} at {path}. Train it with "
-            f"`python -m lielib.book.train --zoo --only {name}{flag}` (or the whole zoo with "
-            f"`python -m lielib.book.train --zoo{flag}`); set LIELIB_CACHE to use another cache folder."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = create(name, scale=scale, seed=None)
+            f"no checkpoint for zoo model {name!r} at step {step} in {path.parent}. Train it with "
+            f"`python -m lielib.book.zoo_train --only {name}` (or the whole zoo with "
+            "`python -m lielib.book.zoo_train`); set LIELIB_CACHE to use another cache folder.")
+    state = load_checkpoint(path)
+    model = create(name, seed=int(state["record"]["seed"]))
     model.load_state_dict(state["model"])
     model.eval()
     return model, dict(state["record"])
