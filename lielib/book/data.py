@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .paths import ROOT, NotAvailableError
+
 __all__ = [
     "IDX_DATASETS",
     "DatasetNotFoundError",
@@ -76,7 +78,7 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 _IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(NotAvailableError, FileNotFoundError):
     """A dataset is missing from the data root; the message says how to obtain it."""
 
 
@@ -90,9 +92,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         The folder as an absolute :class:`~pathlib.Path` (it need not exist).
     """
     if root is None:
-        root = os.environ.get("LIELIB_DATA") or (
-            Path(__file__).resolve().parents[3] / "shared" / "data"
-        )
+        root = os.environ.get("LIELIB_DATA") or ROOT.parent / "shared" / "data"
     return Path(root).expanduser().resolve()
 
 

@@ -17,13 +17,16 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .paths import ROOT, NotAvailableError, repo_root
+
 __all__ = [
+    "ROOT",  # re-exported from lielib.book.paths
     "MissingResultsError",
     "atomic_path",
     "atomic_write_text",
@@ -31,30 +34,16 @@ __all__ = [
     "metadata",
     "provenance_markdown",
     "read_json",
+    "read_or_compute",
     "read_table",
-    "repo_root",
+    "record_skip",
+    "repo_root",  # re-exported from lielib.book.paths
     "write_json",
     "write_table",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The checkout holding ``pyproject.toml`` and ``lielib/``, searching up from ``start``.
-
-    Chapters run with their own folder as working directory (the book build, papermill),
-    so they locate ``results/`` through this; ``start`` defaults to the working directory.
-    """
-    start = Path(start if start is not None else Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "lielib").is_dir():
-            return folder
-    raise FileNotFoundError(f"no lielib checkout above {start}; run the chapter inside the repo")
-
-
-class MissingResultsError(FileNotFoundError):
-    """A results file a chapter needs does not exist yet."""
+class MissingResultsError(NotAvailableError, FileNotFoundError):
+    """A results file a chapter needs does not exist (or was made with other parameters)."""
 
 
 def _versions() -> dict[str, str]:
@@ -163,6 +152,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON results file.
+
+    Raises:
+        MissingResultsError: the file does not exist.
+    """
     path = Path(path)
     if not path.exists():
         raise MissingResultsError(f"{path} does not exist")
@@ -197,6 +191,71 @@ def read_table(path: str | os.PathLike, *, how: str | None = None) -> tuple[pd.D
     mpath = meta_path(path)
     meta = json.loads(mpath.read_text()) if mpath.exists() else {}
     return frame, meta
+
+
+def read_or_compute(
+    path: str | os.PathLike,
+    compute: Callable[[], object] | None = None,
+    *,
+    recompute: bool = False,
+    how: str | None = None,
+    stale: Callable[[dict], str | None] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Read a results table, recomputing it first only when asked: every chapter's way in.
+
+    With ``recompute=True``, ``compute()`` runs first and must write ``path`` (with its
+    metadata, through :func:`write_table`); otherwise nothing is computed or written, so
+    building the book never changes ``results/``.
+
+    Args:
+        path: the ``.csv`` table.
+        compute: writes the table; needed only with ``recompute=True``.
+        recompute: recompute and overwrite the table before reading it.
+        how: the command that regenerates the table, quoted when it is missing.
+        stale: given the stored metadata, a reason why the table does not answer the
+            question asked (e.g. other parameters), or None when it does.
+
+    Returns:
+        ``(frame, meta)`` as :func:`read_table`.
+
+    Raises:
+        MissingResultsError: the table is missing, or ``stale`` rejects it, and
+            ``recompute`` is False.
+        ValueError: ``recompute=True`` without ``compute``.
+    """
+    path = Path(path)
+    if recompute:
+        if compute is None:
+            raise ValueError(f"recompute=True but nothing computes {path}")
+        compute()
+    frame, meta = read_table(path, how=how)
+    reason = stale(meta) if stale is not None else None
+    if reason:
+        hint = f" Regenerate it with: {how}" if how else ""
+        raise MissingResultsError(
+            f"results file {path} does not match the request: {reason}. Set recompute=True "
+            f"to recompute it.{hint}"
+        )
+    return frame, meta
+
+
+def record_skip(skipped: list[str], what: str, err: BaseException) -> str:
+    """Print that ``what`` is skipped because of ``err`` and append the reason to ``skipped``.
+
+    ``skipped`` goes into the results metadata, so every skip is both shown and recorded.
+    Only :class:`~lielib.book.paths.NotAvailableError` (missing data, weights, checkpoints
+    or results) may be skipped: any other error is raised again.
+
+    Returns:
+        The recorded line, ``"<what>: <ErrorType>: <first line of the message>"``.
+    """
+    if not isinstance(err, NotAvailableError):
+        raise err
+    first = str(err).splitlines()[0] if str(err) else ""
+    line = f"{what}: {type(err).__name__}: {first}"
+    print(f"skipped {line}", file=sys.stderr, flush=True)
+    skipped.append(line)
+    return line
 
 
 def provenance_markdown(paths: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None) -> str:

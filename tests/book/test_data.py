@@ -22,6 +22,7 @@ from lielib.book.data import (
     make_transform,
     seeded_indices,
 )
+from lielib.book.paths import NotAvailableError
 
 pytestmark = pytest.mark.xdist_group("data")
 
@@ -97,7 +98,7 @@ def test_idx_rejects_a_file_that_is_not_idx(tmp_path):
 def test_missing_idx_dataset_says_how_to_get_it(tmp_path, name, needle):
     with pytest.raises(DatasetNotFoundError, match="LIELIB_DATA") as err:
         load_idx(name, "train", root=tmp_path)
-    assert isinstance(err.value, FileNotFoundError)
+    assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, NotAvailableError)
     message = str(err.value)
     assert needle in message and str(tmp_path / name) in message
     assert "train-images-idx3-ubyte.gz" in message

@@ -4,13 +4,16 @@ import os
 import pandas as pd
 import pytest
 
+from lielib.book.paths import ROOT, NotAvailableError, cache_dir, repo_root, safe_name
 from lielib.book.results import (
     MissingResultsError,
     atomic_write_text,
     meta_path,
     metadata,
     provenance_markdown,
+    read_or_compute,
     read_table,
+    record_skip,
     write_table,
 )
 
@@ -59,3 +62,53 @@ def test_metadata_names_lielib_clis_as_modules(monkeypatch):
 
     monkeypatch.setattr("sys.argv", [lielib.book.bench.__file__, "--images", "4"])
     assert metadata()["command"] == "python -m lielib.book.bench --images 4"
+
+
+def test_paths(monkeypatch, tmp_path):
+    assert repo_root(ROOT / "chapters") == ROOT == repo_root(ROOT)
+    monkeypatch.delenv("LIELIB_CACHE", raising=False)
+    assert cache_dir("zoo") == ROOT / "cache" / "zoo"
+    monkeypatch.setenv("LIELIB_CACHE", str(tmp_path))
+    assert cache_dir("zoo", "a.pt") == tmp_path / "zoo" / "a.pt" and cache_dir() == tmp_path
+    assert safe_name("timm/vit_small.augreg") == "timm__vit_small.augreg"
+    assert safe_name("resnet18") == "resnet18"
+    for bad in ("", ".", ".."):
+        with pytest.raises(ValueError):
+            safe_name(bad)
+
+
+def test_missing_results_are_not_available():
+    assert issubclass(MissingResultsError, NotAvailableError)
+    assert issubclass(MissingResultsError, FileNotFoundError)
+
+
+def test_read_or_compute_computes_only_when_asked(tmp_path):
+    path = tmp_path / "t.csv"
+    calls = []
+
+    def compute():
+        calls.append(1)
+        write_table(path, pd.DataFrame({"x": [len(calls)]}), metadata(command="c", seed=0, p=1))
+
+    with pytest.raises(MissingResultsError, match="python -m make_it"):
+        read_or_compute(path, compute, how="python -m make_it")
+    assert not calls and not path.exists()
+    frame, meta = read_or_compute(path, compute, recompute=True)
+    assert calls == [1] and frame.x.tolist() == [1] and meta["p"] == 1
+    frame, _ = read_or_compute(path, compute)  # stored: read, not recomputed
+    assert calls == [1] and frame.x.tolist() == [1]
+    with pytest.raises(MissingResultsError, match="made with p=1"):
+        read_or_compute(path, compute, stale=lambda m: f"made with p={m['p']}" if m["p"] != 2
+                        else None)
+    with pytest.raises(ValueError, match="nothing computes"):
+        read_or_compute(path, recompute=True)
+
+
+def test_record_skip_prints_records_and_reraises_other_errors(capsys):
+    skipped = []
+    line = record_skip(skipped, "zoo:vit_p4", MissingResultsError("no file\nsecond line"))
+    assert skipped == [line] == ["zoo:vit_p4: MissingResultsError: no file"]
+    assert "skipped zoo:vit_p4" in capsys.readouterr().err
+    with pytest.raises(KeyError):
+        record_skip(skipped, "x", KeyError("a bug, not a missing file"))
+    assert len(skipped) == 1
