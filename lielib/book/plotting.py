@@ -1,8 +1,9 @@
 """One look for every figure of the book: theme, colour-blind-safe palettes, label maps.
 
 Colours come from the Okabe-Ito palette (distinguishable under the common forms of colour
-blindness), with grey as the fallback for anything unnamed. Model families and layer kinds
-each get a fixed colour, so the same family has the same colour in every chapter.
+blindness), with grey as the fallback for anything unnamed. Model families (the one family
+map, :func:`lielib.book.models.model_family`) and layer kinds each get a fixed colour, so the
+same family has the same colour in every chapter.
 Signed images (tangents, Lie derivatives) use the diverging ColorBrewer map ``RdBu_r``
 with limits symmetric about zero.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 
+from .models import FAMILIES, model_family
 from .results import atomic_path
 
 __all__ = [
@@ -26,7 +28,7 @@ __all__ = [
     "TOL_EXTRA",
     "action_label",
     "family_color",
-    "family_of",
+    "family_label",
     "imshow_signed",
     "save_figure",
     "use_theme",
@@ -49,48 +51,10 @@ FAMILY_PALETTE: dict[str, str] = {
     "cnn": OKABE_ITO["blue"],
     "vit": OKABE_ITO["vermillion"],
     "mixer": OKABE_ITO["bluish_green"],
-    "convnext": OKABE_ITO["reddish_purple"],
-    "efficientnet": OKABE_ITO["orange"],
-    "swin": OKABE_ITO["sky_blue"],
-    "mobilenet": OKABE_ITO["yellow"],
+    "hybrid": OKABE_ITO["reddish_purple"],
     "other": OKABE_ITO["grey"],
 }
-"""Colour per model family; ``"other"`` is the fallback."""
-
-# Synonyms and timm name prefixes -> family, checked in order (first match wins).
-_FAMILY_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("convnext", "convnext"),
-    ("tf_efficientnet", "efficientnet"),
-    ("efficientnet", "efficientnet"),
-    ("mobilenet", "mobilenet"),
-    ("swin", "swin"),
-    ("vit", "vit"),
-    ("deit", "vit"),
-    ("beit", "vit"),
-    ("cait", "vit"),
-    ("pit_", "vit"),
-    ("transformer", "vit"),
-    ("mixer", "mixer"),
-    ("resmlp", "mixer"),
-    ("gmlp", "mixer"),
-    ("mlp", "mixer"),
-    ("resnet", "cnn"),
-    ("resnext", "cnn"),
-    ("wide_resnet", "cnn"),
-    ("tv_", "cnn"),
-    ("vgg", "cnn"),
-    ("densenet", "cnn"),
-    ("inception", "cnn"),
-    ("xception", "cnn"),
-    ("regnet", "cnn"),
-    ("dla", "cnn"),
-    ("dpn", "cnn"),
-    ("seresnet", "cnn"),
-    ("cspres", "cnn"),
-    ("lenet", "cnn"),
-    ("cnn", "cnn"),
-    ("conv", "cnn"),
-)
+"""Colour per model family, keyed on :data:`lielib.book.models.FAMILIES`."""
 
 TOL_EXTRA: dict[str, str] = {"green": "#117733", "wine": "#882255"}
 """Two colours of Paul Tol's colour-blind-safe muted scheme, for palettes past Okabe-Ito's."""
@@ -127,23 +91,14 @@ ACTION_LABELS: dict[str, str] = {
 DIVERGING_CMAP = "RdBu_r"
 
 
-def family_of(name: str) -> str:
-    """The family key of :data:`FAMILY_PALETTE` for a family name or a timm model name.
-
-    ``"vit_small_patch16_224.augreg_in21k"`` -> ``"vit"``; unknown names -> ``"other"``.
-    """
-    key = str(name).lower().strip()
-    if key in FAMILY_PALETTE:
-        return key
-    for prefix, family in _FAMILY_PREFIXES:
-        if key.startswith(prefix):
-            return family
-    return "other"
-
-
 def family_color(name: str) -> str:
-    """Hex colour of a model family or a timm model name (grey for unknown names)."""
-    return FAMILY_PALETTE[family_of(name)]
+    """Hex colour of a model family, or of a model name through :func:`model_family`."""
+    return FAMILY_PALETTE[model_family(name)]
+
+
+def family_label(name: str) -> str:
+    """Display name of a model family, or of a model name's family (``"vit"`` -> ``"ViT"``)."""
+    return FAMILIES[model_family(name)]
 
 
 def action_label(name: str) -> str:

