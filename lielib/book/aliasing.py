@@ -14,7 +14,9 @@
 Models: ImageNet classifiers through :func:`lielib.book.models.load_model` on the offline
 photos (the default, ``tf_efficientnet_lite0``, has real weights here), and trained
 Fashion-MNIST zoo models through :func:`lielib.book.zoo.load_trained` on test images. A model
-whose weights are missing is skipped with a note in the metadata.
+whose weights, checkpoint or data are not available here
+(:class:`lielib.book.paths.NotAvailableError`) is skipped: the skip is printed and recorded
+in the tables' metadata (``skipped``). Any other error fails the run.
 """
 
 from __future__ import annotations
@@ -27,20 +29,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..layers import _frame, layerwise_contributions, layerwise_lee, layerwise_shift_error
-from .results import ROOT, metadata, write_table
+from lielib import layerwise_contributions, layerwise_lee, layerwise_shift_error
+from lielib.layers import _frame
 
-__all__ = ["ACTIONS", "blur_checkpoint", "main", "run", "train_blur_twin"]
+from .models import model_family
+from .paths import ROOT, NotAvailableError, cache_dir
+from .results import metadata, record_skip, write_table
 
-# Missing weights, checkpoints or data: MissingCheckpointError, DatasetNotFoundError
-# (FileNotFoundError), WeightsUnavailableError (RuntimeError), unknown names (KeyError,
-# UnknownModelError is a ValueError). Such a model is skipped and named in the metadata.
-_UNAVAILABLE = (OSError, RuntimeError, KeyError, ValueError)
+__all__ = ["ACTIONS", "MissingTwinError", "blur_checkpoint", "main", "run", "train_blur_twin"]
 
 ACTIONS = ("translate_x", "rotate", "scale", "hyperbolic_rotate", "saturate")
 DEFAULT_IMAGENET = ("tf_efficientnet_lite0",)
 DEFAULT_ZOO = ("resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small", "vit_p4",
                "vit_p8", "deit_p4", "mixer_p4", "mixer_p8")
+
+
+class MissingTwinError(NotAvailableError, FileNotFoundError):
+    """The anti-aliased twin has not been trained on this machine (the message says how)."""
 
 
 def _imagenet(name: str, n: int, seed: int):
@@ -69,20 +74,20 @@ def _zoo(name: str, n: int, seed: int):
     x, _ = _zoo_images(n, seed)
     return model, x, {"model": f"zoo:{name}", "weights": f"zoo checkpoint (test acc "
                       f"{record.get('test_acc')})", "dataset": "fashion-mnist",
-                      "family": zoo.get_entry(name).family}
+                      "family": model_family(zoo.get_entry(name).arch)}
 
 
 def _load_all(imagenet, zoo_models, n_photos, n_zoo, seed, skipped):
     for name in imagenet:
         try:
             yield _imagenet(name, n_photos, seed)
-        except _UNAVAILABLE as err:
-            skipped.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
+        except NotAvailableError as err:
+            record_skip(skipped, name, err)
     for name in zoo_models:
         try:
             yield _zoo(name, n_zoo, seed)
-        except _UNAVAILABLE as err:
-            skipped.append(f"zoo:{name}: {type(err).__name__}: {str(err).splitlines()[0]}")
+        except NotAvailableError as err:
+            record_skip(skipped, f"zoo:{name}", err)
 
 
 def _layerwise(model, x, info, actions, seed) -> pd.DataFrame:
@@ -117,9 +122,7 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
 
 def blur_checkpoint(zoo_name: str, blur_arch: str) -> Path:
     """Where the anti-aliased twin trained with the zoo's recipe is cached."""
-    from . import zoo
-
-    return zoo.cache_dir().parent / "aliasing" / f"{blur_arch}-{zoo_name}.pt"
+    return cache_dir("aliasing", f"{blur_arch}-{zoo_name}.pt")
 
 
 def train_blur_twin(zoo_name: str = "resnet18", blur_arch: str = "resnetblur18",
@@ -145,30 +148,42 @@ def train_blur_twin(zoo_name: str = "resnet18", blur_arch: str = "resnetblur18",
     return path
 
 
-def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed):
+def _create(arch: str, record: dict, state: dict):
+    """timm's ``arch`` with the zoo's kwargs and ``state`` loaded strictly, in eval mode.
+
+    timm's random initialisation, overwritten at once, runs on a forked RNG so that the
+    global one is left alone.
+    """
     import timm
 
+    with torch.random.fork_rng(devices=[]):
+        model = timm.create_model(arch, **_zoo_kwargs(record))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed, skipped):
     from . import zoo
 
     try:
         plain, record = zoo.load_trained(zoo_name)
-        blur = timm.create_model(blur_arch, **_zoo_kwargs(record))
-        blur.load_state_dict(plain.state_dict(), strict=True)
         x, _ = _zoo_images(n, seed)
         xa, ya = _zoo_images(n_acc, seed + 1)
-    except _UNAVAILABLE as err:
-        return None, f"antialias {zoo_name}/{blur_arch}: {type(err).__name__}: {err}"
+    except NotAvailableError as err:
+        record_skip(skipped, f"antialias {zoo_name}/{blur_arch}", err)
+        return None
+    blur = _create(blur_arch, record, plain.state_dict())
     variants = [("plain", f"zoo:{zoo_name}", plain),
-                ("blurpool_inserted", f"{blur_arch} (zoo:{zoo_name} weights)", blur.eval())]
-    note = None
+                ("blurpool_inserted", f"{blur_arch} (zoo:{zoo_name} weights)", blur)]
     ckpt = blur_checkpoint(zoo_name, blur_arch)
     if ckpt.is_file():
-        trained = timm.create_model(blur_arch, **_zoo_kwargs(record))
-        trained.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
-        variants.append(("blurpool_trained", f"{blur_arch} (trained, zoo recipe)", trained.eval()))
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+        trained = _create(blur_arch, record, state)
+        variants.append(("blurpool_trained", f"{blur_arch} (trained, zoo recipe)", trained))
     else:
-        note = (f"antialias: no trained {blur_arch} at {ckpt}; train it with "
-                "`python -m lielib.book.aliasing --train-blur`")
+        record_skip(skipped, f"antialias blurpool_trained ({blur_arch})", MissingTwinError(
+            f"no trained {blur_arch} at {ckpt}; train it with "
+            "`python -m lielib.book.aliasing --train-blur`"))
     frames, rows = [], []
     for variant, label, model in variants:
         info = {"model": label, "variant": variant}
@@ -180,7 +195,7 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed)
         rows.append({"variant": variant, "model": info["model"], "accuracy": acc,
                      "num_test_images": n_acc,
                      **{f"total_{a}": float(per_action[a]) for a in actions}})
-    return (pd.concat(frames, ignore_index=True), pd.DataFrame(rows)), note
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)
 
 
 def _zoo_kwargs(record: dict) -> dict:
@@ -207,7 +222,6 @@ def run(
     out = Path(out) if out is not None else ROOT / "results" / "aliasing"
     command = " ".join(["python -m lielib.book.aliasing", *sys.argv[1:]]) if sys.argv[0].endswith(
         "aliasing.py") else "python -m lielib.book.aliasing"
-    torch.manual_seed(seed)
     written, skipped, frames, methods = [], [], [], []
     t0 = time.time()
     wanted = {"layerwise", "methods"} & set(only)
@@ -229,9 +243,7 @@ def run(
             models=sorted(df.model.unique()), num_probes=num_probes, action="translate_x",
             **common)))
     if "antialias" in only and antialias is not None:
-        res, why = _antialias(*antialias, num_zoo_images, 500, actions, seed)
-        if why is not None:
-            skipped.append(why)
+        res = _antialias(*antialias, num_zoo_images, 500, actions, seed, skipped)
         if res is not None:
             df, summary = res
             meta = metadata(models=sorted(df.model.unique()), **common)

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..layers import layerwise_contributions
+from lielib import layerwise_contributions
 
 __all__ = ["bench_layerwise"]
 
@@ -62,8 +62,9 @@ def bench_layerwise(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        torch.manual_seed(seed)
-        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+        with torch.random.fork_rng(devices=[]):  # timm initialises from the global RNG
+            torch.manual_seed(seed)
+            model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
         model = model.to(device).eval()
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(num_images, 3, image_size, image_size, generator=gen).to(device)
