@@ -45,7 +45,7 @@
 
 # %% tags=["parameters"]
 results_dir = "results/aliasing"  # tables written by `python -m lielib.book.aliasing`
-recompute = False  # run the experiments when their tables are missing (minutes on a CPU)
+recompute = False  # True: rerun the experiments and overwrite the tables (minutes on a CPU)
 cnn_model = "zoo:resnet18"  # the CNN of Figure 1 centre and the ResNet of Figure 4c
 vit_model = "zoo:vit_p8"  # the ViT of Figure 1 centre
 main_action = "translate_x"  # the action of Figures 1 and 4a, 4b
@@ -59,8 +59,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lielib.book.paths import repo_root
 from lielib.book.plotting import LAYER_KIND_PALETTE, OKABE_ITO, action_label, use_theme
-from lielib.book.results import MissingResultsError, provenance_markdown, read_table, repo_root
+from lielib.book.results import MissingResultsError, provenance_markdown, read_or_compute
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
@@ -69,38 +70,33 @@ use_theme()
 PALETTE = LAYER_KIND_PALETTE
 KINDS = ["conv", "pool", "activation", "norm", "linear", "mlp", "attention", "embed", "block",
          "other", "residual"]
+written = []
 
 
-def load(name: str):
-    path = RESULTS / f"{name}.csv"
-    try:
-        return read_table(path, how=HOW)
-    except MissingResultsError:
-        if not recompute:
-            raise
-    from lielib.book.aliasing import run
+def compute() -> None:
+    """All four tables come from one run of the experiments; run it once."""
+    if not written:
+        from lielib.book.aliasing import run
 
-    run(RESULTS)
-    return read_table(path, how=HOW)
+        written.extend(run(RESULTS))
 
 
-tables, paths, missing, skipped = {}, [], [], set()
+tables, paths, missing, skipped = {}, [], [], []
 for name in ("layerwise", "methods", "antialias", "antialias_summary"):
     paths.append(RESULTS / f"{name}.csv")
     try:
-        tables[name], meta = load(name)
-        skipped.update(meta.get("skipped", []))
+        tables[name], meta = read_or_compute(paths[-1], compute, recompute=recompute, how=HOW)
+        skipped += [f"`{name}.csv`: {s}" for s in meta.get("skipped", [])]
     except MissingResultsError as err:
+        print(f"skipped {name}: {err}")
         missing.append(str(err))
 if missing:
     display(Markdown("```{warning}\nSome results are missing; the sections that need them are "
                      "skipped.\n\n" + "\n\n".join(missing) + "\n```"))
-present = set(tables["layerwise"].model) if "layerwise" in tables else set()
-skipped = {s for s in skipped if s.split(": ")[0] not in present}  # since measured
 if skipped:
-    display(Markdown("```{note}\nModels skipped when the results were made (weights or data "
-                     "missing on that machine):\n\n" + "\n".join(f"- {s}" for s in
-                                                                 sorted(skipped)) + "\n```"))
+    display(Markdown("```{note}\nSkipped when the tables were made (weights, checkpoints or "
+                     "data missing on that machine), as recorded in their metadata:\n\n"
+                     + "\n".join(f"- {s}" for s in dict.fromkeys(skipped)) + "\n```"))
 
 
 def shares(frame: pd.DataFrame) -> pd.DataFrame:

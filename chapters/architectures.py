@@ -38,9 +38,9 @@
 model_set = "zoo"  # "zoo" (offline default) or "paper" (83 ImageNet models)
 init_set = "zoo-init"  # the same architectures at initialisation ("" to skip)
 photo_set = "lite"  # ImageNet EfficientNet-Lite models on the photo set ("" to skip)
-imagenet = ""  # ImageNet validation folder (the paper set, with run_sweep)
+imagenet = ""  # ImageNet validation folder (the paper set, with recompute)
 results_dir = "results/architectures"  # merged sweep tables <set>.csv, relative to the repo
-run_sweep = False  # run the sweep for models whose results are missing (slow), then merge
+recompute = False  # True: run the sweep for models whose results are missing (slow), then merge
 actions = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "scale", "saturate"]
 
 # %% tags=["hide-input"]
@@ -53,8 +53,9 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book.modelsets import MODEL_SETS, fit_log_linear, per_model
-from lielib.book.plotting import action_label, family_color, use_theme
-from lielib.book.results import MissingResultsError, provenance_markdown, read_table, repo_root
+from lielib.book.paths import repo_root
+from lielib.book.plotting import action_label, family_color, family_label, use_theme
+from lielib.book.results import MissingResultsError, provenance_markdown, read_or_compute
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
@@ -76,14 +77,15 @@ def how_to(set_name: str) -> str:
 def load(set_name: str) -> tuple[pd.DataFrame, dict, Path]:
     """The merged sweep table of ``set_name`` (running the sweep first if asked)."""
     path = RESULTS / f"{set_name}.csv"
-    if run_sweep:
-        from lielib.book.sweep import merge
-        from lielib.book.sweep import run_sweep as sweep
+
+    def compute() -> None:
+        from lielib.book.sweep import merge, run_sweep
 
         params = {"imagenet": imagenet} if set_name == "paper" else {}
-        sweep(ROOT / CHAPTER, set_name, out=RESULTS / set_name, params=params)
+        run_sweep(ROOT / CHAPTER, set_name, out=RESULTS / set_name, params=params)
         merge(RESULTS / set_name, set_name=set_name)
-    table, meta = read_table(path, how=how_to(set_name))
+
+    table, meta = read_or_compute(path, compute, recompute=recompute, how=how_to(set_name))
     return table, meta, path
 
 
@@ -126,9 +128,6 @@ display(shown.sort_values("accuracy").style.format(precision=4).format(
 # $R^2 =$ {glue:text}`fit_translate_r2:.3f`, against the paper's $0.333$ on ImageNet.
 
 # %% tags=["hide-input"]
-FAMILY_NAMES = {"cnn": "CNN", "vit": "ViT", "mixer": "MLP-Mixer", "hybrid": "hybrid"}
-
-
 def sizes(params: pd.Series) -> np.ndarray:
     """Marker areas growing with log parameter count."""
     lp = np.log10(params.to_numpy(dtype=float))
@@ -140,7 +139,7 @@ def scatter_fit(ax, frame: pd.DataFrame, col: str, title: str) -> dict[str, floa
     for fam, part in frame.groupby("family"):
         ax.scatter(part["accuracy"], part[col], s=sizes(frame["params"])[part.index],
                    color=family_color(fam), alpha=0.85, edgecolor="white", linewidth=0.5,
-                   label=FAMILY_NAMES.get(fam, fam))
+                   label=family_label(fam))
     fit = fit_log_linear(frame["accuracy"], frame[col])
     xs = np.linspace(frame["accuracy"].min(), frame["accuracy"].max(), 50)
     ax.plot(xs, 10 ** (fit["intercept"] + fit["slope"] * xs), color="black", lw=1, ls="--")
@@ -210,12 +209,12 @@ fam = models.groupby("family").agg(
     **{c.removeprefix("lee_"): (c, "median") for c in
        ["lee_translate", *[c for c in lee_cols if not c.startswith("lee_translate_")]]},
 )
-fam.index = fam.index.map(lambda f: FAMILY_NAMES.get(f, f))
+fam.index = fam.index.map(family_label)
 display(fam.style.format(precision=4).format(
     {"accuracy_min": "{:.3f}", "accuracy_max": "{:.3f}", "params_median_M": "{:.2f}"}))
 top = models.sort_values("lee_translate").iloc[0]
 glue("most_equivariant", top["model"], display=False)
-glue("most_equivariant_family", FAMILY_NAMES.get(top["family"], top["family"]), display=False)
+glue("most_equivariant_family", family_label(top["family"]), display=False)
 for f in ("cnn", "vit", "mixer"):
     if (models["family"] == f).any():
         glue(f"median_translate_{f}", float(models.loc[models["family"] == f, "lee_translate"].median()),
@@ -255,7 +254,7 @@ rows = []
 for ax, (metric, lee_col, label) in zip(axes[0], pairs, strict=True):
     for f, part in models.groupby("family"):
         ax.scatter(part[lee_col], part[metric].clip(upper=200), color=family_color(f), s=18,
-                   label=FAMILY_NAMES.get(f, f))
+                   label=family_label(f))
     ax.set_xscale("log")
     ax.set_xlabel(action_label(lee_col.removeprefix("lee_")) + " LEE", fontsize=8)
     ax.set_title(label, fontsize=9)
@@ -296,7 +295,7 @@ if init_set and model_set != "paper":
         col = f"lee_{a}"
         for f, part in both.groupby("family"):
             ax.scatter(part[f"{col}_init"], part[col], color=family_color(f), s=22,
-                       label=FAMILY_NAMES.get(f, f))
+                       label=family_label(f))
         lo = min(both[col].min(), both[f"{col}_init"].min()) / 1.5
         hi = max(both[col].max(), both[f"{col}_init"].max()) * 1.5
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls=":")
@@ -310,7 +309,7 @@ if init_set and model_set != "paper":
     plt.show()
     ratio = pd.DataFrame({a: both[f"lee_{a}"] / both[f"lee_{a}_init"]
                           for a in ["translate", "rotate", "shear", "scale", "saturate"]})
-    ratio.insert(0, "family", both["family"].map(lambda f: FAMILY_NAMES.get(f, f)))
+    ratio.insert(0, "family", both["family"].map(lambda f: family_label(f)))
     ratio.insert(1, "accuracy", both["accuracy"])
     display(ratio.sort_values("accuracy").style.format(precision=2))
     fell = ratio["translate"] < 1

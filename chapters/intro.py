@@ -44,17 +44,17 @@
 # as in the paper's code. An exactly invariant classifier has $\mathrm{LEE} = 0$.
 
 # %% tags=["parameters"]
-PHOTO = "skimage_coffee.jpg"  # the photo whose tangents are shown
-LEE_PHOTOS = [
+photo = "skimage_coffee.jpg"  # the photo whose tangents are shown
+lee_photos = [
     "skimage_coffee.jpg",
     "opencv_baboon.jpg",
     "skimage_chelsea.jpg",
     "skimage_astronaut.jpg",
 ]
-MODEL = "tf_efficientnet_lite0"  # real ImageNet weights, installable offline
-SIZES = [224, 28, 32]  # resolutions at which to count the paper stencil's flipped columns
-SEED = 0
-WRITE_RESULTS = True  # write the LEE table to results/intro/lee.csv
+model_name = "tf_efficientnet_lite0"  # real ImageNet weights, installable offline
+sizes = [224, 28, 32]  # resolutions at which to count the paper stencil's flipped columns
+results_dir = "results/intro"  # the stored LEE table lee.csv, relative to the repository
+recompute = False  # True: overwrite <results_dir>/lee.csv with the values computed here
 
 # %% tags=["hide-input"]
 import time
@@ -70,20 +70,25 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
-from PIL import Image
 from timm.data import ImageNetInfo
 
 from lielib import get_action, lee, list_actions
 from lielib.actions import generator_coordinates, span_basis
-from lielib.book.data import data_root, make_transform
+from lielib.book.data import load_photos
 from lielib.book.models import load_model
+from lielib.book.paths import repo_root
 from lielib.book.plotting import ACTION_LABELS, family_color, imshow_signed, use_theme
-from lielib.book.results import metadata, provenance_markdown, repo_root, write_table
+from lielib.book.results import (
+    MissingResultsError,
+    metadata,
+    provenance_markdown,
+    read_or_compute,
+    write_table,
+)
 from lielib.sampling import paper_cells
 
 ROOT = repo_root()
-RESULTS = ROOT / "results" / "intro"
-torch.manual_seed(SEED)
+RESULTS = ROOT / results_dir
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 use_theme()
 
@@ -97,28 +102,15 @@ use_theme()
 # data config for the model).
 
 # %%
-model, info = load_model(MODEL)
-transform = make_transform(info)
-photo_dir = data_root() / "photos"
-
-
-def load(name: str) -> torch.Tensor:
-    """One photo as a normalised ``(3, H, W)`` tensor."""
-    path = photo_dir / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; see lielib.book.data for the photo set")
-    with Image.open(path) as img:
-        return transform(img.convert("RGB"))
-
-
-x = torch.stack([load(name) for name in LEE_PHOTOS])
+model, info = load_model(model_name)
+x = load_photos(files=lee_photos, data_config=info).images
 with torch.no_grad():
     probs = model(x).softmax(-1)
 top_p, top_i = probs.max(-1)
 labels = ImageNetInfo()
 predictions = pd.DataFrame(
     {
-        "photo": LEE_PHOTOS,
+        "photo": lee_photos,
         "top-1 class": [labels.index_to_description(int(i)) for i in top_i],
         "probability": top_p.numpy().round(3),
     }
@@ -146,7 +138,7 @@ glue("first_prob", float(top_p[0]), display=False)
 # swept around the image centre, and the tangent of *saturate* is the image itself.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Every action moves the photo in its own direction of pixel space. Tangent images d/dt T_t x at t = 0 of the coffee photo (mean over the three colour channels, red positive, blue negative, colour range per panel), for the ten one-parameter groups of the paper.", "name": "fig-intro-tangents"}, "image": {"alt": "A grid of ten images, one per transformation, showing the signed tangent image of a photo of a coffee cup under that transformation in a red-blue colour map."}}
-x0 = x[LEE_PHOTOS.index(PHOTO)][None] if PHOTO in LEE_PHOTOS else load(PHOTO)[None]
+x0 = load_photos(files=[photo], data_config=info).images
 actions = list_actions()
 tangents = {name: get_action(name).tangent(x0)[0].mean(0) for name in actions}
 fig, axes = plt.subplots(2, 5, figsize=(12, 5.4))
@@ -177,10 +169,10 @@ def flipped_columns(size: int) -> int:
 
 
 flips = pd.DataFrame(
-    {"image size (px)": SIZES, "backward-difference columns": [flipped_columns(s) for s in SIZES]}
+    {"image size (px)": sizes, "backward-difference columns": [flipped_columns(s) for s in sizes]}
 )
 flips["fraction"] = flips["backward-difference columns"] / flips["image size (px)"]
-for size, count in zip(SIZES, flips["backward-difference columns"]):
+for size, count in zip(sizes, flips["backward-difference columns"]):
     glue(f"flipped_{size}", int(count), display=False)
 flips.style.hide(axis="index").format({"fraction": "{:.3f}"})
 
@@ -251,7 +243,7 @@ per_image = lee(model, x, actions)  # stencil="paper", output="softmax", reduce=
 lee_seconds = time.perf_counter() - start
 translations = ["translate_x", "translate_y"]
 central_lee = lee(model, x, translations, stencil="central")
-per_image.index = pd.Index(LEE_PHOTOS, name="photo")
+per_image.index = pd.Index(lee_photos, name="photo")
 central_lee.index = per_image.index
 
 summary = pd.DataFrame(
@@ -287,7 +279,7 @@ for a in translations:
 order = list(summary.index)
 fig, ax = plt.subplots(figsize=(7.5, 4.2))
 ypos = np.arange(len(order))
-ax.barh(ypos, summary["mean LEE"], color=family_color(MODEL), alpha=0.85, label="mean")
+ax.barh(ypos, summary["mean LEE"], color=family_color(model_name), alpha=0.85, label="mean")
 for j, name in enumerate(order):
     ax.scatter(per_image[name], np.full(len(per_image), j), s=14, color="black", zorder=3,
                label="one photo" if j == 0 else None)
@@ -361,32 +353,54 @@ table = pd.concat(
     ignore_index=True,
 )
 lee_path = RESULTS / "lee.csv"
-if WRITE_RESULTS:
-    write_table(
-        lee_path,
-        table,
-        metadata(
-            command=(
-                "jupytext --to ipynb -o - chapters/intro.py | "
-                "papermill --cwd chapters - /tmp/intro.ipynb  # or: make book"
-            ),
-            seed=SEED,
-            device="cpu",
-            models=[f"{info.full_name} ({info.source})"],
-            model_info=info.to_dict(),
-            photos=LEE_PHOTOS,
-            output="softmax",
-            reduce="mean_abs",
-            computed="live, when the book is built",
-        ),
-    )
+regenerate = (
+    "jupytext --to ipynb -o - chapters/intro.py | "
+    "papermill --cwd chapters - /tmp/intro.ipynb -p recompute True"
+)
+
+
+def write_lee() -> None:
+    """Store the table computed above, with its metadata."""
+    write_table(lee_path, table, metadata(
+        command=regenerate,
+        seed=None,
+        device="cpu",
+        models=[f"{info.full_name} ({info.source})"],
+        model_info=info.to_dict(),
+        photos=lee_photos,
+        output="softmax",
+        reduce="mean_abs",
+    ))
+
+
+def other_request(meta: dict) -> str | None:
+    """Why the stored table answers another question than this page's, if it does."""
+    if meta.get("photos") != lee_photos:
+        return f"made on the photos {meta.get('photos')}"
+    if meta.get("model_info", {}).get("full_name") != info.full_name:
+        return f"made with {meta.get('model_info', {}).get('full_name')}"
+    return None
+
+
+keys = ["photo", "action", "stencil"]
+try:
+    stored, _ = read_or_compute(lee_path, write_lee, recompute=recompute, how=regenerate,
+                                stale=other_request)
+    both = table.merge(stored, on=keys, suffixes=("", "_stored"), validate="one_to_one")
+    stored_rel = float(((both.lee - both.lee_stored).abs() / both.lee_stored.abs()).max())
+    stored_text = (f"agrees with the values computed for this page to {stored_rel:.1e} "
+                   "relative (largest difference over its rows)")
+except MissingResultsError as err:
+    print(f"skipped the comparison with the stored table: {err}")
+    stored_text = f"could not be compared: {err}"
+glue("stored_agreement", stored_text, display=False)
 
 # %% [markdown]
 # ```{note}
 # Everything on this page is computed live when the book is built (and cached until the
-# chapter changes): no sweep feeds it. The table of
-# Lie derivatives it computed is written to `results/intro/lee.csv` together with its
-# metadata, summarised below.
+# chapter changes): no sweep feeds it. The stored table of these Lie derivatives,
+# `results/intro/lee.csv`, {glue:text}`stored_agreement`; building the book reads it and
+# never rewrites it (`recompute=True` does). Its metadata are summarised below.
 # ```
 
 # %% tags=["remove-input"]

@@ -42,8 +42,8 @@
 # directions. Both are averaged over a fixed seeded subset of the rotated test digits.
 
 # %% tags=["parameters"]
-recompute = False  # True: rerun the experiment even if results exist (CPU: ~10 min)
-results_dir = None  # None: <repo>/results/rotated_mnist
+recompute = False  # True: rerun the experiment and overwrite the tables (CPU: ~10 min)
+results_dir = "results/rotated_mnist"  # the experiment's tables, relative to the repository
 cache_dir = None  # model weights; None: <repo>/cache/rotated_mnist (not in git)
 preset = "cpu"  # "cpu": the defaults below; "paper": lielib.book.rotated_mnist.mae.PAPER_SCALE on a GPU
 threads = 1  # torch CPU threads when recomputing
@@ -75,7 +75,6 @@ device = None
 
 # %% tags=["hide-input"]
 from dataclasses import asdict, fields
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -84,13 +83,14 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lielib.book.paths import repo_root
 from lielib.book.plotting import OKABE_ITO, use_theme
-from lielib.book.results import provenance_markdown, read_json, read_table, repo_root
+from lielib.book.results import provenance_markdown, read_or_compute, read_table
 from lielib.book.rotated_mnist.data import load_pretraining_digits, load_rotated_mnist
 from lielib.book.rotated_mnist.mae import PAPER_SCALE, ExperimentConfig, mae_loss, run_experiment
 
 ROOT = repo_root()
-RESULTS = Path(results_dir) if results_dir else ROOT / "results" / "rotated_mnist"
+RESULTS = ROOT / results_dir
 EPOCHS_CSV = RESULTS / "epochs.csv"
 MAE_CSV = RESULTS / "mae_pretraining.csv"
 LAYERWISE_CSV = RESULTS / "layerwise.csv"
@@ -106,28 +106,24 @@ for f in fields(ExperimentConfig):
 config = ExperimentConfig(**overrides)
 
 
-def same_config(meta: dict) -> bool:
-    """Whether stored results were made with ``config`` (tuples are stored as lists)."""
+def other_config(meta: dict) -> str | None:
+    """Why stored results answer another question (other parameters), if they do."""
     wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-    return meta.get("config") == wanted
+    stored = meta.get("config") or {}
+    differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    return f"made with other parameters ({', '.join(differ)})" if differ else None
 
 
-stored = read_json(EPOCHS_CSV.with_name("epochs.meta.json")) if EPOCHS_CSV.exists() else {}
-reason = (
-    "asked to (recompute=True)" if recompute
-    else "no results yet" if not stored
-    else "the stored results were made with other parameters" if not same_config(stored)
-    else None
-)
-if reason is not None:
-    print(f"Running the experiment: {reason}.")
+def compute() -> None:
     torch.set_num_threads(threads)
     run_experiment(config, RESULTS, cache_dir=cache_dir)
-else:
-    print(f"Reading the stored results in {RESULTS} (recompute=True reruns them).")
 
-epochs_table, meta = read_table(EPOCHS_CSV, how="python -m lielib.book.rotated_mnist.mae")
-mae_curve = read_table(MAE_CSV, how="python -m lielib.book.rotated_mnist.mae")[0] if MAE_CSV.exists() else None
+
+HOW = "python -m lielib.book.rotated_mnist.mae"
+epochs_table, meta = read_or_compute(EPOCHS_CSV, compute, recompute=recompute, how=HOW,
+                                     stale=other_config)
+print(("Recomputed" if recompute else "Read") + f" the results in {RESULTS}.")
+mae_curve = read_table(MAE_CSV, how=HOW)[0] if MAE_CSV.exists() else None
 VARIANTS = list(dict.fromkeys(epochs_table["variant"]))
 LABELS = {
     "mae": "ViT, MAE-pretrained",
