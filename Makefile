@@ -4,7 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
-export TIMM_FUSED_ATTN ?= 0
 
 .PHONY: book test lint clean-book browser
 
@@ -16,7 +15,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 MATHJAX := book_static/mathjax/.version
 
-# Offline MathJax (npm package mathjax@3.2.2, fetched once) for mathjax_path in _config.yml.
+# Offline MathJax (npm package mathjax@3.2.2) for mathjax_path in _config.yml: fetched once
+# into book_static/mathjax (from .mathjax/, the npm tarball), never tracked by git.
 $(MATHJAX): tools/fetch_mathjax.sh
 	tools/fetch_mathjax.sh
 
