@@ -4,13 +4,24 @@ The public API::
 
     from lielib import get_action, list_actions, lie_derivative, lee, layerwise_lee, Layout
 
-Models, data, sweeps and plotting live in their own modules (``lielib.book.models``,
-``lielib.book.data``, ``lielib.metrics``, ``lielib.book.sweep``, ...), so that the core imports
-neither timm nor datasets.
+The core imports torch, numpy and pandas only; one concept per module:
+
+* :mod:`lielib.layout`: ``Layout`` (NCHW, NHWC, tokens) and the NCHW view of a tensor.
+* :mod:`lielib.sampling`: the bilinear sampler and its ``paper``/``central`` stencils.
+* :mod:`lielib.actions`: one-parameter groups acting on images, and their registry.
+* :mod:`lielib.tangents`: tangent images, batched over actions and layouts.
+* :mod:`lielib.lie`: ``lie_derivative``, ``lee``, ``measuring``, BatchNorm folding.
+* :mod:`lielib.selection`, :mod:`lielib.sites`, :mod:`lielib.decompose`: the layer-wise
+  decomposition (which modules, their recorded calls, their contributions).
+* :mod:`lielib.metrics`, :mod:`lielib.fourier`: sample-based metrics, band-limited
+  resampling.
+
+Models, data, sweeps and plotting live in :mod:`lielib.book`, which imports the core and
+never the other way round.
 """
 
 from .actions import Action, get_action, list_actions
-from .layers import layerwise_contributions, layerwise_lee, layerwise_shift_error
+from .decompose import layerwise_contributions, layerwise_lee, layerwise_shift_error
 from .layout import Layout, from_nchw, to_nchw
 from .lie import fold_batchnorm, lee, lie_derivative, lie_derivative_double_backward, measuring
 

@@ -20,25 +20,22 @@ Convention (all geometric actions):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch.func import jvp
 
-from .sampling import STENCILS, affine_sample, normalized_grid
+from .sampling import STENCILS, affine_sample
 
 __all__ = [
     "GENERATORS",
     "Action",
     "AffineAction",
     "IntensityScaling",
-    "generator_coordinates",
+    "check_image",
     "get_action",
     "list_actions",
-    "span_basis",
-    "tangents",
 ]
 
 # Rows of the 2x3 generator: d theta / dt at t = 0.
@@ -70,7 +67,8 @@ class Action(Protocol):
         ...
 
 
-def _check_image(x: torch.Tensor, name: str) -> None:
+def check_image(x: torch.Tensor, name: str) -> None:
+    """Raise unless ``x`` is a floating-point image batch ``(B, C, H, W)``; ``name`` says who asks."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
@@ -114,11 +112,11 @@ class AffineAction:
         return torch.linalg.matrix_exp(t[:, None, None] * g)[:, :2, :]
 
     def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
-        _check_image(x, self.name)
+        check_image(x, self.name)
         return affine_sample(x, self.theta(_as_t(t, x)), stencil=stencil)
 
     def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
-        _check_image(x, self.name)
+        check_image(x, self.name)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         one = torch.ones((), dtype=x.dtype, device=x.device)
         return jvp(lambda t: self.act(x, t, stencil=stencil), (zero,), (one,))[1]
@@ -140,11 +138,11 @@ class IntensityScaling:
     name: str = "saturate"
 
     def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
-        _check_image(x, self.name)
+        check_image(x, self.name)
         return torch.exp(_as_t(t, x))[:, None, None, None] * x
 
     def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
-        _check_image(x, self.name)
+        check_image(x, self.name)
         if stencil not in STENCILS:
             raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
         return x.clone()
@@ -169,78 +167,3 @@ def get_action(name: str | Action) -> Action:
         raise ValueError(
             f"unknown action {name!r}; available: {', '.join(list_actions())}"
         ) from None
-
-
-def tangents(
-    x: torch.Tensor, actions: Sequence[str | Action], *, stencil: str = "paper"
-) -> torch.Tensor:
-    """The tangent images of several actions, ``(K, B, C, H, W)``.
-
-    With the interpolation cell fixed at ``t = 0``, an affine tangent is linear in its
-    generator: ``tau_G x = (G p)_u * tau_u x + (G p)_v * tau_v x``, where ``tau_u`` and
-    ``tau_v`` are the tangents of ``translate_x`` and ``translate_y`` and ``p = (u, v, 1)``
-    is each pixel's normalised position. Two resampling derivatives therefore serve every
-    affine action, whichever the stencil; other actions use their own ``tangent``.
-    """
-    _check_image(x, "tangents")
-    acts = [get_action(a) for a in actions]
-    if stencil not in STENCILS:
-        raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
-    out = []
-    fields = None
-    for a in acts:
-        if type(a) is not AffineAction:  # subclasses may define their own tangent
-            out.append(a.tangent(x, stencil=stencil))
-            continue
-        if fields is None:
-            tau_u = _REGISTRY["translate_x"].tangent(x, stencil=stencil)
-            tau_v = _REGISTRY["translate_y"].tangent(x, stencil=stencil)
-            p = normalized_grid(*x.shape[-2:], dtype=x.dtype, device=x.device)
-            fields = tau_u, tau_v, p
-        tau_u, tau_v, p = fields
-        g = torch.tensor(a.generator, dtype=x.dtype, device=x.device)
-        velocity = p @ g.T  # (H, W, 2): (G p)_u, (G p)_v
-        out.append(velocity[..., 0] * tau_u + velocity[..., 1] * tau_v)
-    return torch.stack(out)
-
-
-def generator_coordinates(actions: Sequence[str | Action]) -> torch.Tensor:
-    """The actions' generators as rows of one coordinate matrix, ``(K, D)`` float64.
-
-    An affine generator has the six entries of ``G``, intensity scaling one more axis,
-    and any other action an axis of its own. The Lie derivative is linear in the
-    generator, ``L_{aG + bH} f = a L_G f + b L_H f``, so rows that depend linearly on
-    others need no derivative of their own (``rotate = shear_x - shear_y``).
-    """
-    acts = [get_action(a) for a in actions]
-    others = [a for a in acts if not isinstance(a, (AffineAction, IntensityScaling))]
-    coords = torch.zeros(len(acts), 7 + len(others), dtype=torch.float64)
-    for k, a in enumerate(acts):
-        if isinstance(a, AffineAction):
-            coords[k, :6] = torch.tensor(a.generator, dtype=torch.float64).flatten()
-        elif isinstance(a, IntensityScaling):
-            coords[k, 6] = 1.0
-        else:
-            coords[k, 7 + next(i for i, o in enumerate(others) if o is a)] = 1.0
-    return coords
-
-
-def span_basis(coords: torch.Tensor, *, tol: float = 1e-9) -> tuple[list[int], torch.Tensor]:
-    """A basis of the rows' span, chosen greedily among the rows, and every row in it.
-
-    Returns:
-        ``basis``: indices of linearly independent rows, in order; ``coefficients``:
-        ``(K, len(basis))`` with ``coords[k] = coefficients[k] @ coords[basis]``.
-    """
-    basis: list[int] = []
-    for k in range(coords.shape[0]):
-        candidate = coords[basis + [k]]
-        if int(torch.linalg.matrix_rank(candidate, tol=tol)) == len(basis) + 1:
-            basis.append(k)
-    if not basis:
-        return [], torch.zeros(coords.shape[0], 0, dtype=coords.dtype)
-    b = coords[basis]  # (R, D)
-    coefficients = torch.linalg.lstsq(b.T, coords.T).solution.T  # (K, R)
-    if not torch.allclose(coefficients @ b, coords, atol=tol * 10, rtol=0):
-        raise RuntimeError("span_basis: rows are not in the span of the basis")
-    return basis, coefficients

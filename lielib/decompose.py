@@ -3,7 +3,7 @@
 By the chain rule the Lie derivative of a network splits over its modules,
 ``L f(x) = sum_m J_{>m} L m(x_m) + r``, where ``L m(x_m) = J_m tau_in(x_m) - tau_out(y_m)``
 is module ``m``'s own Lie derivative (its input transformed, its output transformed back,
-each tensor with its own layout, see :mod:`lielib.module_layouts`), ``J_{>m}`` is the
+each tensor with its own layout, see :mod:`lielib.selection`), ``J_{>m}`` is the
 Jacobian of the rest of the network (softmax included) at the module's output, and ``r``
 collects what no hooked module covers (functional operations such as adding a
 positional embedding). A module's contribution is ``value = ||J_{>m} L m||^2``, the sum of
@@ -23,210 +23,41 @@ Two methods:
   the output, one backward pass per probe (through the same coefficients).
 
 In-place activations are switched to out-of-place while measuring (and restored), hooks
-live in a context manager that removes them even on error, and the model is measured
-in eval mode (:func:`lielib.lie.measuring`).
+live in a context manager that removes them even on error (:mod:`lielib.sites`), and the
+model is measured in eval mode (:func:`lielib.lie.measuring`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.func import jvp, vmap
 
-from .actions import Action, AffineAction, get_action
+from .actions import Action, get_action
 from .layout import Layout, from_nchw, to_nchw
-from .lie import _output_fn, _tangent, flag_off, lie_derivative, measuring
-from .module_layouts import (
-    EXCLUDED_CLASS_NAMES,
-    KIND_BY_CLASS_NAME,
-    UNIT_CLASS_NAMES,
-    ModelLayouts,
-)
+from .lie import lie_derivative, measuring, output_fn
+from .selection import select_modules
+from .sites import Site, module_hooks, no_inplace, record_sites
+from .tangents import TangentOperator
 
 __all__ = [
-    "LAYER_KINDS",
     "METHODS",
+    "RESIDUAL",
     "Decomposition",
-    "Site",
-    "layer_kind",
+    "contributions_frame",
     "layerwise_contributions",
     "layerwise_lee",
     "layerwise_shift_error",
-    "module_hooks",
-    "no_inplace",
-    "select_modules",
 ]
 
 METHODS = ("exact", "probes")
-LAYER_KINDS = (
-    "activation", "conv", "linear", "attention", "mlp", "block", "norm", "pool", "embed",
-    "other", "residual",
-)
+#: The ``module`` name of the residual row: what no measured module covers.
 RESIDUAL = "(residual)"
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-_POOLS = (
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-)
-
-
-def _class_names(m: nn.Module) -> list[str]:
-    return [c.__name__ for c in type(m).__mro__]
-
-
-def layer_kind(module: nn.Module) -> str:
-    """The kind of a module: one of :data:`LAYER_KINDS` (``residual`` excepted)."""
-    for name in _class_names(module):
-        if name in KIND_BY_CLASS_NAME:
-            return KIND_BY_CLASS_NAME[name]
-        if name == "Module":
-            break
-    if isinstance(module, nn.MultiheadAttention):
-        return "attention"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, _NORMS):
-        return "norm"
-    if isinstance(module, _POOLS):
-        return "pool"
-    if type(module).__module__ == "torch.nn.modules.activation" or isinstance(
-        module, nn.Softmax
-    ):
-        return "activation"
-    return "other"
-
-
-def _excluded(m: nn.Module) -> bool:
-    return isinstance(m, (nn.Identity, nn.modules.dropout._DropoutNd)) or bool(
-        set(_class_names(m)) & EXCLUDED_CLASS_NAMES
-    )
-
-
-def _is_unit(m: nn.Module) -> bool:
-    return isinstance(m, _NORMS) or bool(set(_class_names(m)) & UNIT_CLASS_NAMES)
-
-
-def _split_child(m: nn.Module) -> str | None:
-    """timm's ``*NormAct*`` layers end in an ``act`` child measured on its own."""
-    act = getattr(m, "act", None)
-    if any("NormAct" in n for n in _class_names(m)) and isinstance(act, nn.Module):
-        return None if _excluded(act) else "act"
-    return None
-
-
-def select_modules(
-    model: nn.Module, modules: Sequence[str] | None = None
-) -> list[tuple[str, str | None]]:
-    """The measured units as ``(name, split_child)`` pairs in ``named_modules`` order.
-
-    The paper's selection: leaf modules, plus composite modules measured as one unit
-    (norms, attention, MLP blocks, Mixer blocks, patch embeddings, squeeze-excite,
-    global pooling; see :data:`lielib.module_layouts.UNIT_CLASS_NAMES`) whose children
-    are not hooked. Identity-like modules (dropout, drop-path, ``nn.Identity``) are
-    skipped: their Lie derivative is zero. A timm norm-activation layer is split: its
-    ``act`` child is a unit of its own and the norm's row holds the rest (``split_child``
-    names the child whose share is subtracted).
-
-    Args:
-        modules: explicit qualified names (as in ``model.named_modules()``) to measure
-            instead; none may contain another.
-    """
-    named = dict(model.named_modules())
-    if modules is not None:
-        names = list(modules)
-        missing = [n for n in names if n not in named]
-        if missing:
-            raise ValueError(
-                f"modules not in the model: {missing}; use names from model.named_modules()"
-            )
-        if len(set(names)) != len(names):
-            raise ValueError("modules= lists a name twice")
-        for a, b in itertools.permutations(names, 2):
-            if b.startswith(a + ".") or a == "":
-                raise ValueError(
-                    f"modules= lists {a!r} and its descendant {b!r}: contributions would be "
-                    "counted twice; choose one"
-                )
-        return [(n, None) for n in names]
-    out: list[tuple[str, str | None]] = []
-
-    def visit(prefix: str, m: nn.Module) -> None:
-        if _excluded(m):
-            return
-        children = list(m.named_children())
-        if not children or _is_unit(m):
-            child = _split_child(m)
-            out.append((prefix, child))
-            if child is not None:
-                out.append((f"{prefix}.{child}" if prefix else child, None))
-            return
-        for cname, c in children:
-            visit(f"{prefix}.{cname}" if prefix else cname, c)
-
-    visit("", model)
-    return out
-
-
-@contextlib.contextmanager
-def module_hooks(
-    hooks: Iterable[tuple[nn.Module, str, Callable]],
-) -> Iterator[None]:
-    """Register ``(module, "pre" | "forward", fn)`` hooks; remove all of them on exit."""
-    handles = []
-    try:
-        for module, kind, fn in hooks:
-            if kind == "pre":
-                handles.append(module.register_forward_pre_hook(fn))
-            elif kind == "forward":
-                handles.append(module.register_forward_hook(fn))
-            else:
-                raise ValueError(f"unknown hook kind {kind!r}; use 'pre' or 'forward'")
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def no_inplace(model: nn.Module):
-    """Switch modules with a boolean ``inplace`` flag to out-of-place; restore on exit.
-
-    An in-place activation overwrites its input, which a layer-wise measurement needs.
-    """
-    return flag_off(model, "inplace")
-
-
-@dataclass
-class Site:
-    """One call of one measured unit.
-
-    Attributes:
-        name: qualified module name; ``call`` counts repeated calls of the same module.
-        order: execution order among the sites (by call start).
-        split_child: for a split norm-activation layer, the child whose share is removed.
-        lie: ``L m(x_m)``, shaped like the module's output.
-    """
-
-    name: str
-    module_type: str
-    layer_kind: str
-    call: int
-    order: int
-    downsampling: bool
-    in_layout: Layout | None
-    out_layout: Layout | None
-    split_child: str | None = None
-    module: nn.Module | None = field(default=None, repr=False)
-    x: torch.Tensor | None = field(default=None, repr=False)
-    lie: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -251,147 +82,7 @@ class Decomposition:
     mode: str
 
 
-def _spatial_hw(t: torch.Tensor, layout: Layout | None) -> tuple[int, int] | None:
-    if layout is None:
-        return None
-    return tuple(to_nchw(t, layout)[0].shape[-2:])
-
-
-def _record(
-    model: nn.Module, x: torch.Tensor, units: list[tuple[str, str | None]]
-) -> list[Site]:
-    """One forward pass that records each unit's input (cloned) and resolves layouts."""
-    named = dict(model.named_modules())
-    layouts = ModelLayouts(model, x.shape)
-    state = {"after": False}
-    counter = itertools.count()
-    calls: dict[str, int] = defaultdict(int)
-    open_calls: dict[str, list[dict]] = defaultdict(list)
-    records: list[dict] = []
-
-    def pre(name: str) -> Callable:
-        def hook(m: nn.Module, args: tuple) -> None:
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if not args or not isinstance(args[0], torch.Tensor) or len(tensors) != 1:
-                raise ValueError(
-                    f"module {name!r} ({type(m).__name__}) takes {len(tensors)} tensor "
-                    "arguments; the layer-wise decomposition measures modules of one tensor. "
-                    "Pass modules= to choose other units"
-                )
-            rec = {"name": name, "call": calls[name], "order": next(counter),
-                   "x": args[0].detach().clone(), "after": state["after"]}
-            calls[name] += 1
-            open_calls[name].append(rec)
-
-        return hook
-
-    def post(name: str) -> Callable:
-        def hook(m: nn.Module, args: tuple, out) -> None:
-            rec = open_calls[name].pop()
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(
-                    f"module {name!r} ({type(m).__name__}) returns {type(out).__name__}, not "
-                    "one tensor; pass modules= to choose other units"
-                )
-            rec["y"] = out.detach()
-            records.append(rec)
-
-        return hook
-
-    def boundary_done(m: nn.Module, args: tuple, out) -> None:
-        state["after"] = True
-
-    hooks = []
-    for name, _ in units:
-        hooks += [(named[name], "pre", pre(name)), (named[name], "forward", post(name))]
-    if layouts.boundary is not None:
-        hooks.append((layouts.boundary, "forward", boundary_done))
-    with module_hooks(hooks), torch.no_grad():
-        model(x)
-    split = dict(units)
-    missing = [n for n, _ in units if calls[n] == 0]
-    if missing and len(missing) == len(units):
-        raise ValueError(f"none of the selected modules ran in the forward pass: {missing[:5]}")
-    records.sort(key=lambda r: r["order"])
-    sites = []
-    for k, rec in enumerate(records):
-        m = named[rec["name"]]
-        lin, lout = layouts.resolve(rec["name"], rec["x"], rec["y"],
-                                    after_boundary=rec["after"])
-        hw_in, hw_out = _spatial_hw(rec["x"], lin), _spatial_hw(rec["y"], lout)
-        down = hw_in is not None and (hw_out is None or hw_out[0] * hw_out[1] < hw_in[0] * hw_in[1])
-        sites.append(Site(rec["name"], type(m).__name__, layer_kind(m), rec["call"], k, down,
-                          lin, lout, split[rec["name"]], m, rec["x"]))
-    return sites
-
-
-_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-
-
-def _stencil_operator(action: Action, h: int, w: int, stencil: str, dtype, device):
-    """The tangent of an affine action at ``t = 0`` as a 3x3 stencil with per-pixel weights.
-
-    ``tau(x)[p] = sum_o B_o(p) x[p + o]`` over offsets ``o`` in ``{-1, 0, 1}^2`` (zero
-    outside the image; reflection is folded into the weights). The weights are read off
-    ``action.tangent`` applied to nine images that colour pixels by ``(row % 3, col % 3)``:
-    inside any 3x3 window each colour occurs once. The operator is checked against
-    ``action.tangent`` on a random image; ``None`` when they disagree (a wider stencil).
-    """
-    rows = torch.arange(h, device=device)[:, None] % 3
-    cols = torch.arange(w, device=device)[None, :] % 3
-    probes = torch.stack([((rows == a) & (cols == b)).double() for a in range(3) for b in range(3)])
-    resp = action.tangent(probes[None], stencil=stencil)[0]  # (9, H, W), one image of 9 channels
-    ops = []
-    for dy, dx in _OFFSETS:
-        r = torch.arange(h, device=device)[:, None] + dy
-        c = torch.arange(w, device=device)[None, :] + dx
-        valid = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        colour = ((r % 3) * 3 + (c % 3)).expand(h, w)
-        weight = torch.gather(resp, 0, colour[None]).squeeze(0) * valid
-        if weight.abs().max() > 0:
-            ops.append((dy, dx, weight))
-    test = torch.randn(1, 1, h, w, dtype=torch.float64, device=device,
-                       generator=torch.Generator(device=device).manual_seed(0))
-    ref = action.tangent(test, stencil=stencil)
-    got = _apply_stencil(ops, test)
-    if not torch.allclose(got, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()) + 1e-12):
-        return None
-    return [(dy, dx, wt.to(dtype)) for dy, dx, wt in ops]
-
-
-def _apply_stencil(ops, img: torch.Tensor) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    pad = torch.nn.functional.pad(img, (1, 1, 1, 1))
-    out = None
-    for dy, dx, wt in ops:
-        shifted = pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-        out = shifted * wt if out is None else out.addcmul_(shifted, wt)
-    return torch.zeros_like(img) if out is None else out
-
-
-class _Tangents:
-    """``tau(t)`` for tensors of any layout, with affine tangents as cached stencils."""
-
-    def __init__(self, action: Action, stencil: str):
-        self.action, self.stencil = action, stencil
-        self.cache: dict = {}
-
-    def __call__(self, t: torch.Tensor, layout: Layout) -> torch.Tensor:
-        if not isinstance(self.action, AffineAction):
-            return _tangent(self.action, t, layout, self.stencil)
-        img, prefix = to_nchw(t, layout)
-        key = (tuple(img.shape[-2:]), img.dtype, img.device)
-        if key not in self.cache:
-            self.cache[key] = _stencil_operator(self.action, *key[0], self.stencil, img.dtype,
-                                                img.device)
-        ops = self.cache[key]
-        if ops is None:
-            return _tangent(self.action, t, layout, self.stencil)
-        v = _apply_stencil(ops, img)
-        return from_nchw(v, None if prefix is None else torch.zeros_like(prefix), layout)
-
-
-def _module_lie(site: Site, tangent: _Tangents) -> torch.Tensor:
+def _module_lie(site: Site, tangent: TangentOperator) -> torch.Tensor:
     """``L m(x_m) = J_m tau_in(x_m) - tau_out(y_m)``; ``tau`` of an invariant tensor is 0."""
     m, x = site.module, site.x
     if site.in_layout is None:
@@ -405,7 +96,7 @@ def _module_lie(site: Site, tangent: _Tangents) -> torch.Tensor:
 
 
 def _attach_lies(sites: list[Site], action: Action, stencil: str) -> None:
-    tangent = _Tangents(action, stencil)
+    tangent = TangentOperator(action, stencil)
     with torch.no_grad():
         for s in sites:
             s.lie = _module_lie(s, tangent)
@@ -548,7 +239,7 @@ def layerwise_contributions(
         raise ValueError("chunk_size must be >= 1")
     _check_input(x)
     action = get_action(action)
-    f = _output_fn(output)
+    f = output_fn(output)
     units = select_modules(model, modules)
     if not units:
         raise ValueError("no modules to measure; pass modules= with names")
@@ -556,7 +247,7 @@ def layerwise_contributions(
         total = lie_derivative(lambda z: f(model(z)), x, action, stencil=stencil)
         if total.ndim != 2:
             raise ValueError(f"need a classifier output (B, C), got {tuple(total.shape)}")
-        sites = _record(model, x, units)
+        sites = record_sites(model, x, units)
         _attach_lies(sites, action, stencil)
         num_classes = total.shape[-1]
         if method == "exact":
@@ -586,7 +277,15 @@ def _strip(sites: list[Site]) -> list[Site]:
     return sites
 
 
-def _frame(sites: list[Site], values: torch.Tensor, residual_row: bool = True) -> pd.DataFrame:
+def contributions_frame(
+    sites: list[Site], values: torch.Tensor, residual_row: bool = True
+) -> pd.DataFrame:
+    """The tidy frame of per-site values ``(M + 1, B)``: one row per image and site.
+
+    Columns ``image``, ``module``, ``module_type``, ``layer_kind``, ``order``, ``call``,
+    ``downsampling``, ``value``; with ``residual_row`` the last row of ``values`` becomes a
+    :data:`RESIDUAL` row per image.
+    """
     vals = values.detach().double().cpu().numpy()
     rows = []
     for b in range(vals.shape[1]):
@@ -623,7 +322,7 @@ def layerwise_lee(
             (the paper's Gaussian-probe estimator with ``num_probes`` backward passes,
             seeded by ``seed``).
         modules: qualified module names to measure instead of the paper's selection
-            (:func:`select_modules`).
+            (:func:`lielib.selection.select_modules`).
         stencil: the tangent stencil, ``"paper"`` or ``"central"``.
         output: ``"softmax"`` (the paper), ``"log_softmax"`` or ``"logits"``.
 
@@ -637,7 +336,7 @@ def layerwise_lee(
         model, x, action, method=method, num_probes=num_probes, modules=modules,
         stencil=stencil, seed=seed, output=output, chunk_size=chunk_size,
     )
-    return _frame(dec.sites, dec.values)
+    return contributions_frame(dec.sites, dec.values)
 
 
 def _roll(t: torch.Tensor, layout: Layout, s: int, dim: int) -> torch.Tensor:
@@ -662,7 +361,7 @@ def layerwise_shift_error(
     units = select_modules(model, modules)
     named = dict(model.named_modules())
     with measuring(model), no_inplace(model), torch.no_grad():
-        sites = _record(model, x, units)
+        sites = record_sites(model, x, units)
         vals = torch.full((len(sites) + 1, x.shape[0]), float("nan"), dtype=torch.float64)
         for j, s in enumerate(sites):
             if s.in_layout is None:
@@ -674,7 +373,7 @@ def layerwise_shift_error(
             with module_hooks(bypass):
                 vals[j] = _shift_error(s, s.module, s.x)
     _strip(sites)
-    return _frame(sites, vals, residual_row=False)
+    return contributions_frame(sites, vals, residual_row=False)
 
 
 def _shift_error(s: Site, m: nn.Module, x: torch.Tensor) -> torch.Tensor:

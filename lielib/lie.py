@@ -15,17 +15,20 @@ import torch
 from torch import nn
 from torch.func import jvp, vmap
 
-from .actions import Action, generator_coordinates, get_action, list_actions, span_basis, tangents
-from .layout import Layout, from_nchw, to_nchw
+from .actions import Action, get_action, list_actions
+from .layout import Layout
+from .tangents import generator_coordinates, layout_tangent, layout_tangents, span_basis
 
 __all__ = [
     "OUTPUTS",
     "REDUCTIONS",
+    "flag_off",
     "fold_batchnorm",
     "lee",
     "lie_derivative",
     "lie_derivative_double_backward",
     "measuring",
+    "output_fn",
     "reduce_classes",
 ]
 
@@ -92,24 +95,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
 
 
-def _tangent(action: Action, x: torch.Tensor, layout: Layout, stencil: str) -> torch.Tensor:
-    img, prefix = to_nchw(x, layout)
-    v = action.tangent(img, stencil=stencil)
-    return from_nchw(v, None if prefix is None else torch.zeros_like(prefix), layout)
-
-
-def _tangents(acts: Sequence[Action], x: torch.Tensor, layout: Layout, stencil: str) -> torch.Tensor:
-    """``(K, *x.shape)``: each action's tangent of ``x`` (prefix tokens get zero)."""
-    img, prefix = to_nchw(x, layout)
-    tau = tangents(img, acts, stencil=stencil)
-    zero = None if prefix is None else torch.zeros_like(prefix)
-    return torch.stack([from_nchw(v, zero, layout) for v in tau])
-
-
 def _shared_derivatives(acts: Sequence[Action], tau: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     """Which actions need their own derivative, and every action in terms of those.
 
-    A basis of the span of the generators (:func:`lielib.actions.span_basis`); a
+    A basis of the span of the generators (:func:`lielib.tangents.span_basis`); a
     dependent action is accepted only if its tangent image equals the same combination
     of the basis tangents up to float rounding, otherwise it gets its own derivative.
 
@@ -164,10 +153,10 @@ def lie_derivative(
     action = get_action(action)
     in_layout = Layout.parse(in_layout)
     with torch.no_grad():
-        v = _tangent(action, x, in_layout, stencil)
+        v = layout_tangent(action, x, in_layout, stencil)
         y, dy = jvp(f, (x,), (v,))
         if out_layout is not None:
-            dy = dy - _tangent(action, y, Layout.parse(out_layout), stencil)
+            dy = dy - layout_tangent(action, y, Layout.parse(out_layout), stencil)
     return dy
 
 
@@ -206,7 +195,8 @@ def reduce_classes(d: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
 
 
-def _output_fn(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def output_fn(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The measured output ``p(z)`` of logits ``z``: ``softmax``, ``log_softmax`` or ``logits`` (``z``)."""
     if output == "softmax":
         return lambda z: z.softmax(-1)
     if output == "log_softmax":
@@ -271,7 +261,7 @@ def lee(
         raise TypeError("x must be a floating-point torch.Tensor")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values; check the data pipeline")
-    to_output = _output_fn(output)
+    to_output = output_fn(output)
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
     if images_per_pass is not None and images_per_pass < 1:
@@ -283,7 +273,7 @@ def lee(
         def f(inp: torch.Tensor) -> torch.Tensor:
             return to_output(net(inp))
 
-        tau = _tangents(acts, x, in_layout, stencil)  # (K, B, ...)
+        tau = layout_tangents(acts, x, in_layout, stencil)  # (K, B, ...)
         independent, coefficients = _shared_derivatives(acts, tau) if share else (
             list(range(len(acts))), torch.eye(len(acts), dtype=torch.float64))
         tau = tau[independent]

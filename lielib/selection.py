@@ -1,9 +1,9 @@
-"""Layouts of the tensors that enter and leave a model's modules, read from timm metadata.
+"""Which modules a layer-wise decomposition visits, their kinds, and their tensors' layouts.
 
-The layer-wise Lie derivative transforms every hooked tensor along its own spatial axes,
-so each tensor's layout must be known, not guessed from its shape (the paper's code
-guesses, and so moves NHWC tensors inside ConvNeXt blocks along the wrong axes). The
-rules here are per model family and read the model's own attributes:
+:func:`select_modules` picks the units, :func:`layer_kind` names their kinds, and
+:class:`ModelLayouts` reads the layout of every hooked tensor from the model, since each
+tensor is transformed along its own spatial axes (the paper's code guesses from shapes,
+and so moves NHWC tensors inside ConvNeXt blocks along the wrong axes). Per family:
 
 * CNNs (ResNet, EfficientNet, VGG, DenseNet, ... and plain ``nn.Module`` toys): NCHW up
   to the global pooling module (``model.global_pool`` or ``model.head.global_pool``);
@@ -29,6 +29,8 @@ imports timm, it reads class names and attributes.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +41,12 @@ from .layout import Layout
 __all__ = [
     "EXCLUDED_CLASS_NAMES",
     "KIND_BY_CLASS_NAME",
+    "LAYER_KINDS",
     "UNIT_CLASS_NAMES",
     "ModelLayouts",
     "UnresolvedLayoutError",
+    "layer_kind",
+    "select_modules",
 ]
 
 #: Composite modules the paper measures as one unit (their children are not hooked).
@@ -92,12 +97,119 @@ KIND_BY_CLASS_NAME = {
 }
 
 
+#: The kinds :func:`layer_kind` returns, and ``residual`` for what no module covers.
+LAYER_KINDS = (
+    "activation", "conv", "linear", "attention", "mlp", "block", "norm", "pool", "embed",
+    "other", "residual",
+)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_POOLS = (
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+
+
+def _class_names(m: nn.Module) -> list[str]:
+    return [c.__name__ for c in type(m).__mro__]
+
+
+def layer_kind(module: nn.Module) -> str:
+    """The kind of a module: one of :data:`LAYER_KINDS` (``residual`` excepted)."""
+    for name in _class_names(module):
+        if name in KIND_BY_CLASS_NAME:
+            return KIND_BY_CLASS_NAME[name]
+        if name == "Module":
+            break
+    if isinstance(module, nn.MultiheadAttention):
+        return "attention"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, _NORMS):
+        return "norm"
+    if isinstance(module, _POOLS):
+        return "pool"
+    if type(module).__module__ == "torch.nn.modules.activation" or isinstance(
+        module, nn.Softmax
+    ):
+        return "activation"
+    return "other"
+
+
+def _excluded(m: nn.Module) -> bool:
+    return isinstance(m, (nn.Identity, nn.modules.dropout._DropoutNd)) or bool(
+        set(_class_names(m)) & EXCLUDED_CLASS_NAMES
+    )
+
+
+def _is_unit(m: nn.Module) -> bool:
+    return isinstance(m, _NORMS) or bool(set(_class_names(m)) & UNIT_CLASS_NAMES)
+
+
+def _split_child(m: nn.Module) -> str | None:
+    """timm's ``*NormAct*`` layers end in an ``act`` child measured on its own."""
+    act = getattr(m, "act", None)
+    if any("NormAct" in n for n in _class_names(m)) and isinstance(act, nn.Module):
+        return None if _excluded(act) else "act"
+    return None
+
+
+def select_modules(
+    model: nn.Module, modules: Sequence[str] | None = None
+) -> list[tuple[str, str | None]]:
+    """The measured units as ``(name, split_child)`` pairs in ``named_modules`` order.
+
+    The paper's selection: leaf modules, plus composite modules measured as one unit
+    (norms, attention, MLP blocks, Mixer blocks, patch embeddings, squeeze-excite,
+    global pooling; see :data:`UNIT_CLASS_NAMES`) whose children
+    are not hooked. Identity-like modules (dropout, drop-path, ``nn.Identity``) are
+    skipped: their Lie derivative is zero. A timm norm-activation layer is split: its
+    ``act`` child is a unit of its own and the norm's row holds the rest (``split_child``
+    names the child whose share is subtracted).
+
+    Args:
+        modules: explicit qualified names (as in ``model.named_modules()``) to measure
+            instead; none may contain another.
+    """
+    named = dict(model.named_modules())
+    if modules is not None:
+        names = list(modules)
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise ValueError(
+                f"modules not in the model: {missing}; use names from model.named_modules()"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError("modules= lists a name twice")
+        for a, b in itertools.permutations(names, 2):
+            if b.startswith(a + ".") or a == "":
+                raise ValueError(
+                    f"modules= lists {a!r} and its descendant {b!r}: contributions would be "
+                    "counted twice; choose one"
+                )
+        return [(n, None) for n in names]
+    out: list[tuple[str, str | None]] = []
+
+    def visit(prefix: str, m: nn.Module) -> None:
+        if _excluded(m):
+            return
+        children = list(m.named_children())
+        if not children or _is_unit(m):
+            child = _split_child(m)
+            out.append((prefix, child))
+            if child is not None:
+                out.append((f"{prefix}.{child}" if prefix else child, None))
+            return
+        for cname, c in children:
+            visit(f"{prefix}.{cname}" if prefix else cname, c)
+
+    visit("", model)
+    return out
+
+
 class UnresolvedLayoutError(ValueError):
     """The layout of a hooked tensor cannot be read from the model's metadata."""
-
-
-def _classes(obj: object) -> set[str]:
-    return {c.__name__ for c in type(obj).__mro__}
 
 
 def _grid(patch_embed: nn.Module, hw: tuple[int, int]) -> tuple[int, int]:
@@ -149,7 +261,7 @@ class ModelLayouts:
             raise ValueError(f"the model input must be (B, C, H, W), got {tuple(input_shape)}")
         self.model = model
         hw = (int(input_shape[-2]), int(input_shape[-1]))
-        names = _classes(model)
+        names = set(_class_names(model))
         self.boundary: nn.Module | None = None
         self._swin_blocks: dict[str, nn.Module] = {}
         self._nhwc: list[str] = []
@@ -175,7 +287,7 @@ class ModelLayouts:
         elif "ConvNeXt" in names:
             self.rule = _Rule("convnext", {}, Layout("NCHW"), (), ())
             for name, mod in model.named_modules():
-                if "ConvNeXtBlock" in _classes(mod) and not getattr(mod, "use_conv_mlp", True):
+                if "ConvNeXtBlock" in _class_names(mod) and not getattr(mod, "use_conv_mlp", True):
                     self._nhwc += [f"{name}.norm", f"{name}.mlp"]
             self.boundary = _global_pool(model)
         elif "SwinTransformer" in names:
@@ -185,7 +297,7 @@ class ModelLayouts:
                  "patch_embed": (Layout("NCHW"), Layout("NHWC"))},
                 Layout("NHWC"), (), ())
             self._swin_blocks = {
-                n: m for n, m in model.named_modules() if "SwinTransformerBlock" in _classes(m)
+                n: m for n, m in model.named_modules() if "SwinTransformerBlock" in _class_names(m)
             }
             self.boundary = _global_pool(model)
         else:

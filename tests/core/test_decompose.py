@@ -1,4 +1,4 @@
-"""Layer-wise decomposition: sum rule, exact vs probes, layouts, hooks, model unchanged."""
+"""Layer-wise decomposition: sum rule, exact vs probes, residual, hooks, model unchanged."""
 
 from __future__ import annotations
 
@@ -8,88 +8,21 @@ import pytest
 import torch
 from torch import nn
 from torch.func import jvp
+from toy_models import DT, PosToy, image, reinit, timm_model, toy
 
-from lielib.actions import get_action, list_actions
-from lielib.layers import (
-    LAYER_KINDS,
-    _Tangents,
+from lielib.actions import get_action
+from lielib.decompose import (
+    RESIDUAL,
+    contributions_frame,
     layerwise_contributions,
     layerwise_lee,
     layerwise_shift_error,
-    select_modules,
 )
 from lielib.layout import Layout
-from lielib.lie import _tangent
-from lielib.module_layouts import ModelLayouts, UnresolvedLayoutError
+from lielib.selection import LAYER_KINDS, UnresolvedLayoutError
+from lielib.tangents import layout_tangent
 
-timm = pytest.importorskip("timm")
-DT = torch.float64
-
-
-def reinit(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Seeded, non-degenerate parameters (timm zero-initialises some heads)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim > 1:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / p[0].numel() ** 0.5)
-            else:
-                base = 1.0 if name.endswith(("weight", "gamma")) else 0.0
-                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model.eval()
-
-
-def image(b=1, s=16, c=3, seed=1):
-    return torch.randn(b, c, s, s, dtype=DT, generator=torch.Generator().manual_seed(seed))
-
-
-def toy(inplace=True, bias=True):
-    return reinit(nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1, bias=bias), nn.ReLU(inplace=inplace),
-        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=bias), nn.BatchNorm2d(8), nn.GELU(),
-        nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
-    ).to(DT))
-
-
-class PosToy(nn.Module):
-    """conv -> functional add of a fixed pattern -> conv -> pool -> linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.pos = nn.Parameter(torch.randn(1, 4, 16, 16))
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.act = nn.Tanh()
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.act(self.conv2(self.conv(x) + self.pos))))
-
-
-def timm_model(name):
-    if name == "mixer":
-        from timm.models.mlp_mixer import MlpMixer
-
-        model = MlpMixer(num_classes=7, img_size=32, patch_size=8, num_blocks=2, embed_dim=16)
-    elif name == "swin":
-        model = timm.create_model("swin_tiny_patch4_window7_224", img_size=56, depths=(1, 1),
-                                  num_heads=(1, 2), embed_dim=16, num_classes=7)
-    elif name == "test_vit":
-        model = timm.create_model(name, num_classes=7, img_size=32, depth=2)
-    else:
-        model = timm.create_model(name, num_classes=7)
-    return reinit(model.to(DT))
-
-
-def test_stencil_tangent_matches_action():
-    for name in list_actions():
-        for stencil in ("paper", "central"):
-            t = _Tangents(get_action(name), stencil)
-            for shape in ((2, 3, 5, 9),):
-                x = torch.randn(shape, dtype=DT)
-                ref = _tangent(get_action(name), x, Layout("NCHW"), stencil)
-                torch.testing.assert_close(t(x, Layout("NCHW")), ref, rtol=1e-10, atol=1e-10)
+pytest.importorskip("timm")
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
@@ -122,7 +55,7 @@ def test_residual_is_the_uncovered_positional_add():
         def rest(z):
             return model.fc(model.pool(model.act(model.conv2(z)))).softmax(-1)
 
-        v = -_tangent(act, model.pos.expand_as(h), Layout("NCHW"), "paper")
+        v = -layout_tangent(act, model.pos.expand_as(h), Layout("NCHW"), "paper")
         expected = jvp(rest, (h,), (v,))[1]
     torch.testing.assert_close(d.residual, expected, rtol=1e-8, atol=1e-12)
     assert d.residual.abs().max() > 1e-6
@@ -162,7 +95,7 @@ def test_sum_rule_mixer_residual_is_the_token_mean():
     y, lay = rec["y"], Layout.tokens(0, (4, 4))
     with torch.no_grad():
         expected = jvp(lambda t: model.head(t.mean(1)).softmax(-1), (y,),
-                       (_tangent(act, y, lay, "paper"),))[1]
+                       (layout_tangent(act, y, lay, "paper"),))[1]
     torch.testing.assert_close(d.residual, expected, rtol=1e-8, atol=1e-12)
 
 
@@ -201,6 +134,16 @@ def test_frame_columns_and_kinds():
     assert (frame.groupby("image").module.last() == "(residual)").all()
     assert frame.groupby("image").order.apply(lambda s: s.is_monotonic_increasing).all()
     assert frame.loc[frame.module == "2", "downsampling"].all()
+
+
+def test_contributions_frame_is_the_layerwise_lee_frame():
+    model, x = toy(), image(2)
+    dec = layerwise_contributions(model, x, "rotate")
+    frame = contributions_frame(dec.sites, dec.values)
+    assert frame.equals(layerwise_lee(model, x, "rotate"))
+    assert (frame.groupby("image").module.last() == RESIDUAL).all()
+    bare = contributions_frame(dec.sites, dec.values, residual_row=False)
+    assert RESIDUAL not in set(bare.module) and len(bare) == len(frame) - 2
 
 
 def test_model_unchanged_and_hooks_removed():
@@ -244,37 +187,6 @@ def test_repeated_calls_identical():
         a = layerwise_lee(model, x, "rotate", method=method, num_probes=5, seed=1)
         b = layerwise_lee(model, x, "rotate", method=method, num_probes=5, seed=1)
         assert a.equals(b)
-
-
-def test_layouts_from_timm_metadata():
-    vit = timm_model("test_vit")
-    lay = ModelLayouts(vit, (1, 3, 32, 32))
-    blk = torch.zeros(1, 5, 64)
-    assert lay.resolve("blocks.0.mlp", blk, blk) == (Layout.tokens(1, (2, 2)),) * 2
-    assert lay.resolve("head", torch.zeros(1, 64), torch.zeros(1, 7)) == (None, None)
-    cnx = timm_model("test_convnext")
-    lay = ModelLayouts(cnx, (1, 3, 32, 32))
-    t = torch.zeros(1, 8, 8, 24)
-    assert lay.resolve("stages.0.blocks.0.mlp", t, t) == (Layout("NHWC"), Layout("NHWC"))
-    t = torch.zeros(1, 24, 8, 8)
-    assert lay.resolve("stages.0.blocks.0.conv_dw", t, t) == (Layout("NCHW"), Layout("NCHW"))
-    assert lay.family == "convnext"
-    pool = lay.resolve("head.global_pool", t, torch.zeros(1, 24, 1, 1))
-    assert pool == (Layout("NCHW"), None)
-
-
-def test_selection():
-    res = timm_model("test_resnet")
-    names = [n for n, _ in select_modules(res)]
-    assert "global_pool" in names and "global_pool.pool" not in names
-    assert not any(isinstance(res.get_submodule(n), nn.Identity) for n in names)
-    eff = timm_model("test_efficientnet")
-    sel = dict(select_modules(eff))
-    assert sel["bn1"] == "act" and "bn1.act" in sel
-    with pytest.raises(ValueError, match="descendant"):
-        select_modules(res, ["layer1", "layer1.0.conv1"])
-    with pytest.raises(ValueError, match="not in the model"):
-        select_modules(res, ["nope"])
 
 
 def test_shift_error_zero_for_circular_and_stride_multiples():

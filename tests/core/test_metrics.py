@@ -7,13 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from lielib import get_action, lee
+from lielib import lee
 from lielib.metrics import (
     eq_r,
     eq_t,
     eq_t_frac,
-    fourier_rotate,
-    fourier_shift,
     integer_translate,
     psnr_db,
     sampled_invariance,
@@ -68,73 +66,6 @@ class ScaleInvariant(nn.Module):
 
 
 # --- transforms -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("hw", [(8, 8), (7, 9), (6, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("shift", [(3, -2), (0, 5), (-7, 1)], ids=str)
-def test_fourier_shift_by_integer_is_roll(hw, shift):
-    x = image(h=hw[0], w=hw[1])
-    dx, dy = shift
-    torch.testing.assert_close(fourier_shift(x, dx, dy), torch.roll(x, (dy, dx), (-2, -1)))
-
-
-def test_fourier_shift_composes_odd_size():
-    x = image(h=9, w=11)
-    twice = fourier_shift(fourier_shift(x, 0.3, 1.7), 1.1, -0.45)
-    torch.testing.assert_close(twice, fourier_shift(x, 1.4, 1.25))
-    torch.testing.assert_close(fourier_shift(fourier_shift(x, 0.6, -0.2), -0.6, 0.2), x)
-
-
-def test_fourier_shift_composes_even_size_without_nyquist():
-    x = image(h=8, w=10)
-    spec = torch.fft.fft2(x)
-    spec[..., 4, :] = 0
-    spec[..., :, 5] = 0
-    x = torch.fft.ifft2(spec).real
-    twice = fourier_shift(fourier_shift(x, 0.3, 1.7), 1.1, -0.45)
-    torch.testing.assert_close(twice, fourier_shift(x, 1.4, 1.25))
-    # with Nyquist content it still composes when one shift is an integer
-    y = image(h=8, w=10, seed=1)
-    torch.testing.assert_close(
-        fourier_shift(fourier_shift(y, 2, -1), 0.3, 0.7), fourier_shift(y, 2.3, -0.3)
-    )
-
-
-def test_fourier_shift_direction_matches_lielib_translate():
-    n = 32
-    yy, xx = torch.meshgrid(torch.arange(n, dtype=F64), torch.arange(n, dtype=F64), indexing="ij")
-    blob = torch.exp(-((xx - 12) ** 2 / 18 + (yy - 18) ** 2 / 8))[None, None]
-    # +1.5 px to the right is translate_x by t = -1.5 * 2 / (W - 1) (theta samples from x + t)
-    lielib_shift = get_action("translate_x").act(blob, -1.5 * 2 / (n - 1))
-    assert (fourier_shift(blob, 1.5, 0) - lielib_shift).abs().max() < 0.03
-
-
-@pytest.mark.parametrize("hw", [(8, 8), (7, 10), (6, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("up", [1, 2, 4], ids=lambda u: f"up{u}")
-@pytest.mark.parametrize("angle", [0.0, 2 * math.pi], ids=["0", "2pi"])
-def test_fourier_rotate_identity(hw, up, angle):
-    x = image(h=hw[0], w=hw[1])
-    torch.testing.assert_close(fourier_rotate(x, angle, up=up), x)
-    x32 = x.float()
-    torch.testing.assert_close(fourier_rotate(x32, angle, up=up), x32, rtol=0, atol=1e-5)
-
-
-def test_fourier_rotate_quarter_turn_is_rot90_and_lielib_rotate():
-    x = image(h=8, w=8)
-    r = fourier_rotate(x, math.pi / 2)
-    torch.testing.assert_close(r, torch.rot90(x, -1, (-2, -1)))
-    torch.testing.assert_close(r, get_action("rotate").act(x, math.pi / 2))
-
-
-def test_fourier_rotate_small_angle_agrees_with_lielib_rotate():
-    n = 32
-    yy, xx = torch.meshgrid(torch.arange(n, dtype=F64), torch.arange(n, dtype=F64), indexing="ij")
-    blob = torch.exp(-((xx - 12) ** 2 / 18 + (yy - 18) ** 2 / 8))[None, None]
-    err = (fourier_rotate(blob, 0.3) - get_action("rotate").act(blob, 0.3)).abs().max()
-    opposite = (fourier_rotate(blob, -0.3) - get_action("rotate").act(blob, 0.3)).abs().max()
-    assert err < 0.05 < opposite
-    twice = fourier_rotate(fourier_rotate(blob, 0.2), 0.3)
-    assert (twice - fourier_rotate(blob, 0.5)).abs().max() < 0.01
 
 
 def test_integer_translate_zero_fill_on_asymmetric_input():
