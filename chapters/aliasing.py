@@ -285,7 +285,7 @@ else:
 # $\lVert J_{>m} L m\rVert^2$ times a $\chi^2_1$ variable, so 100 probes leave about
 # $\sqrt{2/100} \approx 14\%$ relative noise per module. An integer-shift metric, by
 # contrast, rolls each module's input by its stride and compares with its output rolled by
-# one pixel (`lielib.layers.layerwise_shift_error`); shifts by whole multiples of the
+# one pixel (`lielib.decompose.layerwise_shift_error`); shifts by whole multiples of the
 # stride never see aliasing, so it ranks modules differently.
 
 # %% tags=["hide-input"]

@@ -73,7 +73,6 @@ from myst_nb import glue
 from timm.data import ImageNetInfo
 
 from lielib import get_action, lee, list_actions
-from lielib.actions import generator_coordinates, span_basis
 from lielib.book.data import load_photos
 from lielib.book.models import load_model
 from lielib.book.paths import repo_root
@@ -86,6 +85,7 @@ from lielib.book.results import (
     write_table,
 )
 from lielib.sampling import paper_cells
+from lielib.tangents import generator_coordinates, span_basis
 
 ROOT = repo_root()
 RESULTS = ROOT / results_dir

@@ -319,7 +319,7 @@ summary.drop(columns="model").rename(index=label).style.format(
 #
 # ## Where in the network is the rotation error?
 #
-# The layer-wise decomposition of `lielib.layers` splits the end-to-end Lie derivative into
+# The layer-wise decomposition of `lielib.decompose` splits the end-to-end Lie derivative into
 # each module's own Lie derivative pushed to the output by the rest of the network
 # {cite:p}`gruver2023lie`, computed exactly with forward-mode automatic differentiation. It
 # is measured at the start and at the end of fine-tuning on a few rotated test digits.
@@ -333,7 +333,7 @@ else:
     display(Markdown(
         "```{warning}\n"
         f"The layer-wise decomposition is not in these results (status: {layerwise_status}). "
-        "It needs `lielib.layers` and the model weights the experiment cached; produce it "
+        "It needs `lielib.decompose` and the model weights the experiment cached; produce it "
         "with `python -m lielib.book.rotated_mnist.mae --layerwise-only` after running the experiment "
         "(`python -m lielib.book.rotated_mnist.mae`), then rebuild this page.\n```"
     ))

@@ -3,10 +3,10 @@
 ``python -m lielib.book.aliasing`` writes, under ``results/aliasing/``:
 
 * ``layerwise.csv``: exact layer-wise contributions ``||J_{>m} L m||^2`` per model,
-  action, image and module (:func:`lielib.layers.layerwise_lee`), with each image's
+  action, image and module (:func:`lielib.decompose.layerwise_lee`), with each image's
   end-to-end ``||L f||^2`` in ``total``.
 * ``methods.csv``: for one model and ``translate_x``, per module, the exact value, the
-  100-probe estimate and the integer-shift error (:func:`lielib.layers.layerwise_shift_error`).
+  100-probe estimate and the integer-shift error (:func:`lielib.decompose.layerwise_shift_error`).
 * ``antialias.csv`` and ``antialias_summary.csv``: a trained ResNet against the same
   weights in timm's anti-aliased twin (BlurPool before every stride, ``resnetblur*``):
   per-module contributions, and accuracy and end-to-end error per variant.
@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from lielib import layerwise_contributions, layerwise_lee, layerwise_shift_error
-from lielib.layers import _frame
+from lielib.decompose import contributions_frame
 
 from .models import model_family
 from .paths import ROOT, NotAvailableError, cache_dir
@@ -94,7 +94,7 @@ def _layerwise(model, x, info, actions, seed) -> pd.DataFrame:
     frames = []
     for action in actions:
         dec = layerwise_contributions(model, x, action, seed=seed)
-        f = _frame(dec.sites, dec.values)
+        f = contributions_frame(dec.sites, dec.values)
         f["total"] = dec.total.square().sum(-1).double().cpu().numpy()[f.image.to_numpy()]
         f["action"] = action
         f["mode"] = dec.mode

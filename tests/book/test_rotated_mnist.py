@@ -232,13 +232,13 @@ def test_finetune_records_epoch_zero_and_each_epoch():
 
 
 def test_layerwise_is_reported_unavailable_without_lielib_layers(monkeypatch):
-    monkeypatch.setitem(sys.modules, "lielib.layers", None)
+    monkeypatch.setitem(sys.modules, "lielib.decompose", None)
     frame, status = layerwise_rotation(small_cnn(width=4), torch.rand(1, 1, 28, 28))
     assert frame is None and status.startswith("unavailable")
 
 
 def test_layerwise_rotation_averages_each_module_over_images():
-    pytest.importorskip("lielib.layers")
+    pytest.importorskip("lielib.decompose")
     torch.manual_seed(0)
     model = small_cnn(width=4)
     frame, status = layerwise_rotation(model, torch.rand(2, 1, 28, 28))

@@ -15,7 +15,7 @@ MNIST digits that are disjoint from the rotated test set (see :mod:`lielib.book.
   accuracy on a fixed test subset and :func:`lielib.lee` (softmax, mean |L p_c|) for
   rotate / translate_x / translate_y on a fixed smaller subset.
 
-The whole experiment, with the layer-wise decomposition (``lielib.layers.layerwise_lee``,
+The whole experiment, with the layer-wise decomposition (``lielib.decompose.layerwise_lee``,
 when importable) at the start and the end, is :func:`run_experiment`; its command line is
 ``python -m lielib.book.rotated_mnist.mae`` (``--help``; ``--preset paper`` for the paper's scale on a GPU),
 which writes ``results/rotated_mnist/``.
@@ -475,9 +475,9 @@ def _parse_variant(name: str) -> tuple[str, bool]:
 
 
 def layerwise_rotation(model: nn.Module, x: torch.Tensor) -> tuple[pd.DataFrame | None, str]:
-    """Layer-wise rotation decomposition, mean over images, if :mod:`lielib.layers` exists.
+    """Layer-wise rotation decomposition, mean over images, if :mod:`lielib.decompose` exists.
 
-    Calls ``lielib.layers.layerwise_lee(model, x, "rotate", method="exact")``.
+    Calls ``lielib.decompose.layerwise_lee(model, x, "rotate", method="exact")``.
 
     Returns:
         ``(frame, status)``: one row per module (``module``, ``module_type``,
@@ -485,9 +485,9 @@ def layerwise_rotation(model: nn.Module, x: torch.Tensor) -> tuple[pd.DataFrame 
         when the layer-wise API is not importable.
     """
     try:
-        from ...layers import layerwise_lee
+        from ...decompose import layerwise_lee
     except ImportError as err:
-        return None, f"unavailable: lielib.layers.layerwise_lee could not be imported ({err})"
+        return None, f"unavailable: lielib.decompose.layerwise_lee could not be imported ({err})"
     frame = layerwise_lee(model, x, "rotate", method="exact")
     keys = [c for c in ("module", "module_type", "layer_kind", "order") if c in frame.columns]
     out = frame.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
@@ -555,7 +555,7 @@ def run_layerwise(
     ``layerwise.csv`` (variant, stage, module, module_type, layer_kind, order, value).
 
     Returns:
-        ``(path or None, status)``; ``None`` when :mod:`lielib.layers` is unavailable.
+        ``(path or None, status)``; ``None`` when :mod:`lielib.decompose` is unavailable.
     """
     out_dir, cache, say = Path(out_dir), _cache(cache_dir), log or (lambda _msg: None)
     dev = torch.device(cfg.device)
@@ -597,7 +597,7 @@ def run_experiment(
 
     Writes under ``out_dir``, each with its metadata: ``mae_pretraining.csv`` (loss per
     epoch), ``epochs.csv`` (one row per variant and epoch: accuracy, ``lee_rotate``,
-    ``lee_translate``, ...; rewritten after every variant) and, when :mod:`lielib.layers`
+    ``lee_translate``, ...; rewritten after every variant) and, when :mod:`lielib.decompose`
     is importable, ``layerwise.csv`` (see :func:`run_layerwise`). Weights at the start and
     the end of fine-tuning go to ``cache_dir`` (default ``<repo>/cache/rotated_mnist``,
     ignored by git).
