@@ -243,21 +243,22 @@ def cache_dir() -> Path:
     return _cache("zoo")
 
 
-def checkpoint_path(name: str, *, step: int = STEPS, root: str | os.PathLike | None = None) -> Path:
-    """Where zoo model ``name``'s checkpoint at ``step`` lives (it need not exist)."""
+def checkpoint_path(name: str, *, step: int | None = None,
+                    root: str | os.PathLike | None = None) -> Path:
+    """Where zoo model ``name``'s checkpoint lives: trained (``step=None``) or at ``step``."""
     get_entry(name)
-    if step not in SNAPSHOT_STEPS:
-        raise ValueError(f"no snapshot at step {step}; the zoo keeps {SNAPSHOT_STEPS}")
-    folder = Path(root) if root is not None else cache_dir()
-    return folder / name / f"step{step:04d}.pt"
+    if step is not None and (not isinstance(step, int) or step < 0):
+        raise ValueError(f"step must be a non-negative int or None, got {step!r}")
+    folder = (Path(root) if root is not None else cache_dir()) / name
+    return folder / ("final.pt" if step is None else f"step{step:04d}.pt")
 
 
-def load_trained(name: str, *, step: int = STEPS, root: str | os.PathLike | None = None
+def load_trained(name: str, *, step: int | None = None, root: str | os.PathLike | None = None
                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """Zoo model ``name`` at snapshot ``step`` (default: trained) in eval mode, and its record.
+    """Zoo model ``name``, trained (``step=None``) or at a kept snapshot, in eval mode.
 
     BatchNorm statistics in every snapshot were re-estimated on training images, so the
-    step-0 snapshot is the function training starts from.
+    step-0 snapshot is the function training starts from. Returns the model and its record.
 
     Raises:
         MissingCheckpointError: it was not trained yet; the message gives the command.
@@ -267,7 +268,7 @@ def load_trained(name: str, *, step: int = STEPS, root: str | os.PathLike | None
     path = checkpoint_path(name, step=step, root=root)
     if not path.is_file():
         raise MissingCheckpointError(
-            f"no checkpoint for zoo model {name!r} at step {step} in {path.parent}. Train it with "
+            f"no checkpoint {path.name} for zoo model {name!r} in {path.parent}. Train it with "
             f"`python -m lielib.book.zoo_train --only {name}` (or the whole zoo with "
             "`python -m lielib.book.zoo_train`); set LIELIB_CACHE to use another cache folder.")
     state = load_checkpoint(path)

@@ -1,51 +1,77 @@
-"""The mini-zoo: coverage of families, models at 32 px, smoke training, resume, records."""
+"""The zoo: its factors, one head rule with ln(C) loss at initialisation, training and resume."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from lielib.book import modelsets, train, zoo
+from lielib.book import modelsets, training, zoo, zoo_train
+from lielib.book.paths import NotAvailableError
 from lielib.book.results import ROOT, read_table
 
+# One entry per distinct architecture (kind x size): the factors share an architecture.
+ARCHS = sorted({(e.kind, e.size): e.name for e in zoo.ZOO}.values())
 
-def test_zoo_spans_the_families_of_the_paper() -> None:
+
+def test_zoo_is_a_controlled_design() -> None:
     names = zoo.zoo_names()
-    assert len(names) == len(set(names)) >= 15
-    archs = {e.arch for e in zoo.ZOO}
-    assert len(archs) >= 14
-    for pattern in (r"^resnet", r"^convnext", r"^(efficientnet|mobilenet)", r"^(vgg|densenet)",
-                    r"^(vit|deit)_", r"^mixer_", r"^resmlp_"):
-        assert any(re.match(pattern, a) for a in archs), pattern
-    assert {e.family for e in zoo.ZOO} == {"cnn", "vit", "mixer"}
-    vit_patches = {e.kwargs["patch_size"] for e in zoo.ZOO if e.family == "vit"}
-    assert len(vit_patches) >= 3
-    assert {e.budget for e in zoo.ZOO} == set(zoo.BUDGETS)
-    for e in zoo.ZOO:
-        assert e.model_kwargs()["in_chans"] == 1 and e.model_kwargs()["num_classes"] == 10
-        assert e.budget_for("full") == zoo.FULL_BUDGET
+    assert len(names) == len(set(names)) >= 40
+    kinds = {e.kind: e.family for e in zoo.ZOO}
+    assert sum(f == "cnn" for f in kinds.values()) >= 3
+    assert {"vit", "deit"} <= {k for k, f in kinds.items() if f == "vit"}
+    assert sum(f == "mixer" for f in kinds.values()) >= 2
+    for kind in kinds:
+        sizes = {e.size for e in zoo.ZOO if e.kind == kind}
+        assert sizes == {"small", "large"}, kind
+        small = [e for e in zoo.ZOO if e.kind == kind and e.size == "small"]
+        # one factor at a time around the small base model
+        assert {(e.n_train, e.augment) for e in small} == {
+            (60_000, "none"), (2_000, "none"), (8_000, "none"), (60_000, "shift")}
+        assert len({(e.arch, json.dumps(e.kwargs, sort_keys=True)) for e in small}) == 1
+    # every model sees at least one epoch's worth of the full training set
+    assert zoo.STEPS * zoo.BATCH_SIZE >= 60_000
+    assert zoo.SNAPSHOT_STEPS[0] == 0 and zoo.SNAPSHOT_STEPS[-1] == zoo.STEPS
 
 
-@pytest.mark.parametrize("name", zoo.zoo_names())
-def test_every_zoo_model_runs_at_32px(name: str) -> None:
-    model = zoo.create(name).eval()
+@pytest.fixture(scope="module")
+def fashion_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        x, y = zoo_train.fashion_mnist("train")
+    except NotAvailableError as err:
+        pytest.skip(str(err))
+    idx = zoo_train.train_subset(len(x), 256, seed=1)
+    return x[idx], y[idx]
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_loss_at_initialisation_is_ln_classes(name: str, fashion_batch) -> None:
+    """One head rule for every family: training-mode loss at init within 5% of ln 10."""
+    model = zoo.create(name, seed=0)
+    loss = zoo_train.init_loss(model, *fashion_batch)
+    assert abs(loss - math.log(10)) <= 0.05 * math.log(10), loss
+    # at initialisation as the zoo measures it: BatchNorm statistics re-estimated
+    training.recalibrate_batchnorm(model, fashion_batch[0])
     with torch.no_grad():
-        out = model(torch.randn(2, 1, 32, 32))
-    assert out.shape == (2, 10) and torch.isfinite(out).all()
-    # No zero-initialised head: a model at initialisation must not be trivially invariant.
-    assert out.std(0).abs().sum() > 0
+        out = model(fashion_batch[0][:4])
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    # (timm's resnet18 at 32 px is constant on these images at initialisation: its last
+    # BatchNorm of every block is zero-initialised, so each stage passes on only its 1x1
+    # stride-2 shortcut, which samples the top-left corner: background here.)
 
 
-def test_creation_is_seeded() -> None:
-    a, b = zoo.create("vit_p16", seed=3), zoo.create("vit_p16", seed=3)
-    c = zoo.create("vit_p16", seed=4)
+def test_creation_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    state = torch.random.get_rng_state()
+    a, b = zoo.create("vit-small", seed=3), zoo.create("vit-small", seed=3)
+    c = zoo.create("vit-small", seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.head.weight, c.head.weight)
+    assert a.head.weight.abs().max() <= 2 * zoo.HEAD_STD and not a.head.bias.any()
 
 
 def test_preprocess_pads_with_background_and_normalises() -> None:
@@ -59,69 +85,113 @@ def test_preprocess_pads_with_background_and_normalises() -> None:
 
 
 def test_unknown_model_is_a_clear_error() -> None:
-    with pytest.raises(KeyError, match="unknown zoo model 'resnet19'.*resnet18"):
+    with pytest.raises(KeyError, match="unknown zoo model 'resnet19'.*resnet-small"):
         zoo.get_entry("resnet19")
     with pytest.raises(modelsets.UnknownModelSetError, match="unknown model 'resnet19'"):
         modelsets.check_model("zoo", "resnet19")
-    with pytest.raises(modelsets.UnknownModelSetError, match="Known sets: zoo"):
-        modelsets.set_models("imagenet-zoo")
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIELIB_CACHE", str(tmp_path))
-    assert zoo.checkpoint_path("vit_p4") == tmp_path / "zoo" / "vit_p4.pt"
-    with pytest.raises(zoo.MissingCheckpointError, match=r"python -m lielib\.book\.train --zoo --only vit_p4"):
-        zoo.load_trained("vit_p4")
-    with pytest.raises(zoo.MissingCheckpointError, match="LIELIB_CACHE"):
-        modelsets.load_subject("zoo", "vit_p4", n_images=2)
+    assert zoo.checkpoint_path("vit-small", step=0) == tmp_path / "zoo" / "vit-small" / "step0000.pt"
+    with pytest.raises(zoo.MissingCheckpointError, match=r"lielib\.book\.zoo_train --only vit-small"):
+        zoo.load_trained("vit-small")
+    assert issubclass(zoo.MissingCheckpointError, NotAvailableError)
 
 
-def test_smoke_training_checkpoints_records_and_resumes(tmp_path: Path) -> None:
-    """A few steps of one tiny zoo model; the rerun skips it; the checkpoint reloads."""
-    cache, results = tmp_path / "cache", tmp_path / "results"
-    config = train.TrainConfig(max_steps=3, batch_size=16)
-    kwargs = {"config": config, "n_train": 48, "epochs": 1, "cache": cache, "results": results, "n_test": 64,
-                  "progress": False, "command": "python -m lielib.book.train --zoo --only vit_p16"}
-    table = train.train_zoo(["vit_p16"], **kwargs)
-    assert table["name"].tolist() == ["vit_p16"]
-    rec = table.iloc[0]
-    assert rec["steps"] == 3 and rec["n_train"] == 48 and rec["n_test"] == 64
-    assert 0 <= rec["test_acc"] <= 1 and rec["budget"] == "custom"
-    ckpt = cache / "vit_p16.pt"
-    assert ckpt.is_file() and not list(cache.glob(".*.tmp"))
-    _frame, meta = read_table(results / "accuracy.csv")
-    assert meta["command"] == "python -m lielib.book.train --zoo --only vit_p16"
-    assert meta["models"] == ["vit_p16"] and meta["recipe"]["max_steps"] == 3
-    stamp = ckpt.stat().st_mtime_ns
-    train.train_zoo(["vit_p16"], **kwargs)  # resumes: nothing to do
-    assert ckpt.stat().st_mtime_ns == stamp
-    model, record = zoo.load_trained("vit_p16", root=cache)
-    assert record["test_acc"] == rec["test_acc"] and not model.training
+def test_subsets_are_nested_and_fixed() -> None:
+    a, b = zoo_train.train_subset(60_000, 2000, 0), zoo_train.train_subset(60_000, 8000, 0)
+    assert torch.equal(a, b[:2000]) and len(set(b.tolist())) == 8000
+    t1, t2 = zoo_train.test_subset(10_000, 2000), zoo_train.test_subset(10_000, 5000)
+    assert set(t1.tolist()) <= set(t2.tolist())
+    with pytest.raises(ValueError, match="n_train"):
+        zoo_train.train_subset(100, 0, 0)
 
 
-def test_learning_rate_schedule_warms_up_then_decays_to_zero() -> None:
-    f = train._lr_lambda(100, 5)
-    values = [f(s) for s in range(100)]
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    values = [training.warmup_cosine(s, 100, 5) for s in range(100)]
     assert values[0] == pytest.approx(0.2) and values[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(values[4:]))
     assert values[-1] < 1e-3
+    with pytest.raises(ValueError):
+        training.warmup_cosine(0, 10, 11)
 
 
-def test_test_subset_is_fixed_and_nested() -> None:
-    a, b = train.test_subset(10_000, 2000), train.test_subset(10_000, 5000)
-    assert torch.equal(a, train.test_subset(10_000, 2000))
-    assert set(a.tolist()) <= set(b.tolist()) and len(set(a.tolist())) == 2000
+def _tiny_data() -> tuple:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (96,), generator=gen)
+    return (x, y), (x[:40], y[:40])
 
 
-def test_committed_zoo_accuracies() -> None:
-    """results/zoo/accuracy.csv: every zoo model trained by the training command, spread out."""
-    table, meta = read_table(ROOT / "results" / "zoo" / "accuracy.csv", how="python -m lielib.book.train --zoo")
-    assert table["name"].tolist() == zoo.zoo_names()
-    assert meta["command"].startswith(("python -m lielib.book.train --zoo", "python -m lielib.train --zoo"))
-    assert table["test_acc"].between(0.2, 1).all()  # all well above chance (0.1)
-    assert table["test_acc"].max() - table["test_acc"].min() > 0.15  # budgets spread accuracy
-    assert (table["recipe_max_steps"].isna()).all()
-    for name in zoo.zoo_names():
-        rec = json.loads((ROOT / "results" / "zoo" / "models" / f"{name}.json").read_text())["record"]
-        entry = zoo.get_entry(name)
-        assert rec["budget"] == entry.budget and rec["n_train"] == zoo.BUDGETS[entry.budget].n_train
+def test_smoke_training_snapshots_records_resume_and_recipe_check(tmp_path: Path) -> None:
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    entry = zoo.ZooEntry("tiny", "resnet10t", "cnn", "resnet", "small", n_train=96)
+    out = zoo_train.train_entry(entry, *_tiny_data(), steps=4, cache=cache, progress=False)
+    rec = out["record"]
+    assert rec["steps"] == 4 and rec["n_test"] == 40 and 0 <= rec["test_acc"] <= 1
+    assert [s["step"] for s in out["snapshots"]] == list(zoo_train.snapshot_steps(4))
+    assert [c["step"] for c in out["curve"]] == [4] and rec["converged"] in (True, False)
+    files = sorted(p.name for p in (cache / "tiny").iterdir())
+    assert "final.pt" in files and "step0000.pt" in files and not [f for f in files if "tmp" in f]
+    state = training.load_checkpoint(cache / "tiny" / "step0000.pt")
+    assert state["record"]["step"] == 0
+    # BatchNorm statistics at step 0 were re-estimated, not left at their defaults (0, 1)
+    bn = next(v for k, v in state["model"].items() if k.endswith("running_var"))
+    assert not torch.allclose(bn, torch.ones_like(bn))
+
+
+def test_train_zoo_resumes_and_refuses_a_changed_recipe(tmp_path: Path, monkeypatch) -> None:
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    entry = zoo.ZooEntry("resnet-small", "resnet10t", "cnn", "resnet", "small", n_train=96)
+    monkeypatch.setitem(zoo._BY_NAME, "resnet-small", entry)
+    data = _tiny_data()
+    monkeypatch.setattr(zoo_train, "fashion_mnist", lambda split, root=None: data[split == "test"])
+    kw = {"steps": 3, "cache": cache, "results": results, "progress": False, "command": "cmd"}
+    assert zoo_train.train_zoo(["resnet-small"], **kw) == ["resnet-small"]
+    rpath = results / "models" / "resnet-small.json"
+    stamp = rpath.stat().st_mtime_ns
+    assert zoo_train.train_zoo(["resnet-small"], **kw) == []  # done: skipped
+    assert rpath.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="another recipe"):
+        zoo_train.train_zoo(["resnet-small"], **{**kw, "steps": 5})
+    assert zoo_train.train_zoo(["resnet-small"], **{**kw, "steps": 5, "force": True}) == ["resnet-small"]
+    table = zoo_train.merge(results, command="merge")
+    assert table["name"].tolist() == ["resnet-small"] and table["steps"].tolist() == [5]
+    for stem in ("accuracy", "curves", "snapshots"):
+        _frame, meta = read_table(results / f"{stem}.csv")
+        assert meta["command"] == "merge"
+    model, record = zoo.load_trained("resnet-small", root=cache)
+    assert not model.training and record["step"] == 5
+
+
+def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(training.CheckpointError, match="empty"):
+        training.load_checkpoint(empty)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00\xffnot a checkpoint")
+    with pytest.raises(training.CheckpointError, match="junk.pt"):
+        training.load_checkpoint(junk)
+    with pytest.raises(training.CheckpointError, match="folder"):
+        training.load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.load_checkpoint(tmp_path / "none.pt")
+
+
+def test_committed_zoo_results_are_consistent() -> None:
+    """What is committed of the zoo: one recipe, the zoo's factors, full-test accuracy."""
+    path = ROOT / "results" / "zoo" / "accuracy.csv"
+    if not path.is_file():
+        pytest.skip("the zoo has not been trained here yet (python -m lielib.book.zoo_train)")
+    table, meta = read_table(path)
+    assert meta["command"].startswith("python -m lielib.book.zoo_train")
+    assert set(table["name"]) <= set(zoo.zoo_names())
+    assert (table["steps"] == zoo.STEPS).all() and (table["n_test"] == 10_000).all()
+    assert (table["recipe_lr"] == zoo_train.RECIPE["lr"]).all()
+    for row in table.itertuples():
+        entry = zoo.get_entry(row.name)
+        assert (row.n_train, row.augment, row.kind, row.size) == (
+            entry.n_train, entry.augment, entry.kind, entry.size)
+        assert abs(row.init_loss - math.log(10)) <= 0.05 * math.log(10)
