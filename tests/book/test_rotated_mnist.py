@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,9 @@ import torch
 
 from lielib.book.data import load_idx
 from lielib.book.results import read_table
+from lielib.book.rotated_mnist import measure
+from lielib.book.rotated_mnist.__main__ import _parser, main
+from lielib.book.rotated_mnist.config import ExperimentConfig, parse_variant, preset
 from lielib.book.rotated_mnist.data import (
     ROTATED_MNIST_SIZES,
     load_pretraining_digits,
@@ -22,18 +24,17 @@ from lielib.book.rotated_mnist.data import (
     split_sources,
 )
 from lielib.book.rotated_mnist.mae import (
-    LEE_ACTIONS,
     MAE,
-    ExperimentConfig,
-    finetune,
-    layerwise_rotation,
     mae_loss,
-    main,
     patchify,
-    pretrain_mae,
-    small_cnn,
-    small_vit,
+    reconstruct,
+    unpatchify,
+    zero_reference,
 )
+from lielib.book.rotated_mnist.models import build_model, param_groups, small_cnn, small_vit
+from lielib.book.rotated_mnist.run import collect, measure_variant
+from lielib.book.rotated_mnist.train import pretrain, train_variant
+from lielib.book.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,183 +159,225 @@ def test_bad_input_raises_clearly(call, message):
         call()
 
 
-# ----------------------------------------------------------------------------- the MAE
+# ----------------------------------------------------------------------------- models and MAE
 
 
-def test_patchify_matches_unfold_order():
-    imgs = torch.randn(2, 1, 28, 28)
+def test_patchify_matches_unfold_order_and_unpatchify_inverts_it():
+    imgs = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.unfold(imgs, 4, stride=4).transpose(1, 2)
     torch.testing.assert_close(patchify(imgs, 4), expected)
+    torch.testing.assert_close(unpatchify(patchify(imgs, 4), 4), imgs)
 
 
 def test_mae_loss_uses_normalised_pixels_of_masked_patches_only():
-    imgs = torch.rand(2, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.rand(2, 1, 28, 28, generator=gen)
     target = patchify(imgs, 4)
     target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-    mask = (torch.rand(2, 49) < 0.75).float()
+    mask = (torch.rand(2, 49, generator=gen) < 0.75).float()
     assert mae_loss(target, imgs, mask, 4) < 1e-10
     wrong_visible = target + (1 - mask)[..., None] * 5.0  # errors only on visible patches
     assert mae_loss(wrong_visible, imgs, mask, 4) < 1e-10
     wrong_masked = target + mask[..., None] * 1.0
     torch.testing.assert_close(mae_loss(wrong_masked, imgs, mask, 4), torch.tensor(1.0))
+    # the zero-prediction reference is the loss of predicting zero on every patch
+    ones = torch.ones(2, 49)
+    assert zero_reference(imgs, 4) == pytest.approx(float(mae_loss(torch.zeros_like(target), imgs, ones, 4)))
 
 
-def test_mae_masks_three_quarters_of_the_patches():
-    torch.manual_seed(0)
-    mae = MAE(small_vit(embed_dim=16, depth=1, num_heads=2), decoder_dim=16)
-    loss, pred, mask = mae(torch.rand(3, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+def test_mae_masks_three_quarters_and_reconstructs_visible_patches_exactly():
+    mae = MAE(build_model("vit", seed=0, embed_dim=16, depth=1, num_heads=2), decoder_dim=16)
+    digits, _ = load_pretraining_digits(size=3)
+    loss, pred, mask = mae(digits, generator=torch.Generator().manual_seed(0))
     assert pred.shape == (3, 49, 16) and mask.shape == (3, 49)
     assert torch.equal(mask.sum(1), torch.full((3,), 37.0))  # 49 - round(0.25 * 49)
     assert torch.isfinite(loss)
+    out = reconstruct(mae, digits, torch.Generator().manual_seed(0))
+    visible = ~unpatchify(out["mask"][..., None].expand(-1, -1, 16), 4)[:, 0].bool()
+    torch.testing.assert_close(out["reconstruction"][visible], digits[:, 0][visible])
+    assert out["masked"][~visible].isnan().all() and not out["masked"][visible].isnan().any()
 
 
-def test_mae_loss_falls_on_a_tiny_run():
-    digits, _ = load_pretraining_digits(size=64)
-    torch.manual_seed(0)
-    mae = MAE(small_vit(embed_dim=32, depth=1, num_heads=2), decoder_dim=32)
-    curve = pretrain_mae(mae, digits, epochs=12, batch_size=32, lr=3e-3, seed=0)
-    assert list(curve["epoch"]) == list(range(1, 13))
-    assert curve["loss"].iloc[-3:].mean() < 0.85 * curve["loss"].iloc[0]
-
-
-def test_vit_and_cnn_classify_digits_and_are_differentiable():
-    torch.manual_seed(0)
-    x = torch.rand(2, 1, 28, 28)
-    for model in (small_vit(embed_dim=16, depth=1, num_heads=2), small_cnn(width=4)):
+def test_cnn_has_six_convolutions_and_both_models_classify():
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cnn = small_cnn(width=4)
+    convs = [m.out_channels for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [4, 4, 8, 8, 16, 16]
+    for model in (small_vit(embed_dim=16, depth=1, num_heads=2), cnn):
         assert model(x).shape == (2, 10)
-    from lielib import lee
-
-    frame = lee(small_vit(embed_dim=16, depth=1, num_heads=2), x, list(LEE_ACTIONS))
-    assert list(frame.columns) == list(LEE_ACTIONS)
-    assert np.isfinite(frame.to_numpy()).all() and (frame.to_numpy() > 0).all()
 
 
-def test_finetune_records_epoch_zero_and_each_epoch():
-    data = load_rotated_mnist("train", size=96)
-    torch.manual_seed(0)
-    model = small_cnn(width=4)
-    frame = finetune(
-        model,
-        (data.images[:64], data.labels[:64]),
-        (data.images[64:], data.labels[64:]),
-        data.images[64:68],
-        epochs=2,
-        batch_size=32,
-        augment=True,
-    )
-    assert list(frame["epoch"]) == [0, 1, 2]
-    assert {"accuracy", "lee_rotate", "lee_translate", "train_loss"} <= set(frame.columns)
-    assert frame["train_loss"].isna().tolist() == [True, False, False]
-    assert frame[["lee_rotate", "lee_translate"]].gt(0).all().all()
-    np.testing.assert_allclose(
-        frame["lee_translate"], 0.5 * (frame["lee_translate_x"] + frame["lee_translate_y"])
-    )
+def test_build_model_is_seeded_and_leaves_the_global_rng_alone():
+    before = torch.random.get_rng_state()
+    a, b = build_model("cnn", seed=3, cnn_width=4), build_model("cnn", seed=3, cnn_width=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    c = build_model("cnn", seed=4, cnn_width=4)
+    assert not torch.equal(a[0].weight, c[0].weight)
 
 
-def test_layerwise_is_reported_unavailable_without_lielib_layers(monkeypatch):
-    monkeypatch.setitem(sys.modules, "lielib.decompose", None)
-    frame, status = layerwise_rotation(small_cnn(width=4), torch.rand(1, 1, 28, 28))
-    assert frame is None and status.startswith("unavailable")
+def test_param_groups_decay_the_learning_rate_layer_by_layer():
+    vit = small_vit(embed_dim=16, depth=3, num_heads=2)
+    groups = param_groups(vit, weight_decay=0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(scale) == sum(1 for _ in vit.parameters())
+    assert scale[id(vit.head.weight)] == 1.0 and scale[id(vit.blocks[2].attn.qkv.weight)] == 0.5
+    assert scale[id(vit.blocks[0].attn.qkv.weight)] == 0.125 and scale[id(vit.pos_embed)] == 0.0625
+    assert decay[id(vit.pos_embed)] == 0.0 and decay[id(vit.head.bias)] == 0.0
+    assert decay[id(vit.head.weight)] == 0.05
+    assert {g["lr_scale"] for g in param_groups(small_cnn(width=4), weight_decay=0.0)} == {1.0}
 
 
-def test_layerwise_rotation_averages_each_module_over_images():
-    pytest.importorskip("lielib.decompose")
-    torch.manual_seed(0)
-    model = small_cnn(width=4)
-    frame, status = layerwise_rotation(model, torch.rand(2, 1, 28, 28))
-    assert status == "computed"
-    assert {"module", "layer_kind", "order", "value"} <= set(frame.columns)
-    assert frame["module"].is_unique and frame["order"].is_monotonic_increasing
-    assert (frame["value"] >= 0).all() and (frame["value"] > 0).any()
+# ----------------------------------------------------------------------------- measurements
 
 
-def test_cli_writes_tidy_results_with_metadata(tmp_path):
-    args = [
-        "--variants",
-        "cnn",
-        "--train-size",
-        "64",
-        "--eval-size",
-        "32",
-        "--lee-size",
-        "4",
-        "--layerwise-size",
-        "1",
-        "--epochs",
-        "1",
-        "--cnn-width",
-        "4",
-    ]
-    paths = main([*args, "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
-    frame, meta = read_table(paths["epochs"])
-    assert list(frame.columns[:5]) == [
-        "variant",
-        "epoch",
-        "accuracy",
-        "lee_rotate",
-        "lee_translate",
-    ]
-    assert frame["variant"].tolist() == ["cnn", "cnn"] and frame["epoch"].tolist() == [0, 1]
-    assert meta["seed"] == 0 and meta["epochs"] == 1 and meta["sizes"]["train"] == 64
-    assert (
-        meta["command"].startswith("python -m lielib.book.rotated_mnist.mae") and "--train-size 64" in meta["command"]
-    )
-    assert meta["layerwise"] == "computed" or meta["layerwise"].startswith(
-        ("unavailable", "failed")
-    )
-    assert (tmp_path / "cache" / "cnn_end.pt").exists()
+def _fake_per_image(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for variant in ("mae", "scratch", "mae+rot"):
+        for epoch in (0, 1, 2):
+            for image in range(40):
+                rot = rng.lognormal(-3 - (epoch if variant == "mae+rot" else 0), 0.3)
+                for action, value in (("rotate", rot), ("translate_x", 0.02), ("translate_y", 0.04)):
+                    rows.append({"variant": variant, "epoch": epoch, "image": image,
+                                 "action": action, "lee": value})
+    return pd.DataFrame(rows)
 
 
-def test_cli_rejects_unknown_variants():
-    with pytest.raises(SystemExit, match="unknown variant"):
-        main(["--variants", "resnet"])
+def test_summary_intervals_cover_the_mean_and_translate_averages_both_shifts():
+    per = _fake_per_image()
+    summary = measure.summarise(per, n_resamples=200)
+    assert set(summary["action"]) == {"rotate", "translate_x", "translate_y", "translate"}
+    assert (summary["n"] == 40).all()
+    assert ((summary["lee_low"] <= summary["lee"]) & (summary["lee"] <= summary["lee_high"])).all()
+    tr = summary[summary["action"] == "translate"]
+    np.testing.assert_allclose(tr["lee"], 0.03)
+    rot = summary[(summary["action"] == "rotate") & (summary["variant"] == "mae")]
+    assert (rot["lee_high"] > rot["lee_low"]).all()
+
+
+def test_ratios_and_paired_contrasts_find_a_planted_fall():
+    per = _fake_per_image()
+    ratio = measure.ratios(per, n_resamples=200).set_index(["variant", "epoch"])
+    assert ratio.loc[("mae+rot", 2), "log_ratio"] < ratio.loc[("mae+rot", 0), "log_ratio"] - 1.5
+    con = measure.contrasts(per, n_resamples=200)
+    training = con[(con["question"] == "training") & (con["a"] == "mae+rot@2") & (con["b"] == "mae+rot@1")]
+    assert len(training) == 1 and training["difference"].iloc[0] == pytest.approx(-1, abs=0.2)
+    assert training["high"].iloc[0] < 0
+    aug = con[con["question"] == "augmentation"]
+    assert aug["a"].tolist() == ["mae+rot@2"] and aug["b"].tolist() == ["mae@2"]
+    assert (aug["high"] < 0).all()
+    flat = con[(con["question"] == "training") & (con["a"] == "mae@2") & (con["b"] == "mae@1")]
+    assert flat["low"].iloc[0] < 0 < flat["high"].iloc[0]  # nothing planted: interval spans 0
+    assert set(con["question"]) == {"training", "pretraining", "augmentation"}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def test_presets_and_variants():
+    assert preset("full").train_size == 12_000 and preset("full").epochs >= 30
+    assert preset("full").lee_size >= 256 and preset("full").final_eval_size == 50_000
+    assert {parse_variant(v)[1] for v in preset("full").variants} == {False, True}
+    assert preset("paper").epochs == 100 and preset("paper").device == "cuda"
+    assert preset("cpu", epochs=3).epochs == 3
+    assert preset("full").fingerprint() != preset("full", lr=5e-4).fingerprint()
+    assert preset("full").fingerprint() == preset("full", lee_size=512, device="cuda").fingerprint()
+    with pytest.raises(ValueError, match="unknown variant"):
+        preset("smoke", variants=["resnet"])
 
 
 def test_config_round_trips_through_the_command_line():
     cfg = ExperimentConfig(variants=("mae+rot", "cnn"), epochs=3, lr=5e-4)
-    from lielib.book.rotated_mnist.mae import _parser
-
     args = _parser().parse_args(cfg.cli_args())
     assert tuple(args.variants) == cfg.variants and args.epochs == 3 and args.lr == 5e-4
 
 
-# ----------------------------------------------------------------------------- the chapter
+def test_cli_rejects_unknown_variants():
+    with pytest.raises(SystemExit, match="unknown variant"):
+        main(["--preset", "smoke", "--variants", "resnet"])
 
 
-@pytest.mark.slow
-def test_chapter_runs_a_one_epoch_finetune_through_papermill(tmp_path):
-    jupytext = pytest.importorskip("jupytext")
-    papermill = pytest.importorskip("papermill")
-    nb = jupytext.read(ROOT / "chapters" / "rotated_mnist.py")
-    out_dir = tmp_path / "results"
-    params = {
-        "recompute": True,
-        "results_dir": str(out_dir),
-        "cache_dir": str(tmp_path / "cache"),
-        "variants": ["mae", "cnn"],
-        "train_size": 64,
-        "eval_size": 32,
-        "lee_size": 4,
-        "layerwise_size": 1,
-        "pretrain_size": 64,
-        "mae_epochs": 1,
-        "epochs": 1,
-        "embed_dim": 16,
-        "depth": 1,
-        "num_heads": 2,
-        "decoder_dim": 16,
-        "cnn_width": 4,
-    }
-    papermill.execute_notebook(
-        nb,
-        str(tmp_path / "out.ipynb"),
-        parameters=params,
-        kernel_name="python3",
-        language="python",
-        cwd=str(ROOT / "chapters"),
-        progress_bar=False,
-    )
-    frame = pd.read_csv(out_dir / "epochs.csv")
-    assert sorted(set(frame["variant"])) == ["cnn", "mae"]
-    assert frame.groupby("variant")["epoch"].max().eq(1).all()
-    assert (out_dir / "mae_pretraining.csv").exists()
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(text: str):
+    def log(msg: str) -> None:
+        if text in msg:
+            raise _Stop(msg)
+    return log
+
+
+@pytest.mark.parametrize("variant", ["mae+rot", "cnn"], ids=["mae-rotation-augmented", "cnn"])
+def test_a_killed_run_resumes_at_the_last_epoch_and_ends_as_if_uninterrupted(tmp_path, variant):
+    cfg = preset("smoke", variants=(variant,), epochs=3, mae_epochs=3)
+    pretrain(cfg, tmp_path / "a", log=print)
+    ref = train_variant(cfg, variant, tmp_path / "a", log=print)
+    with pytest.raises(_Stop):
+        pretrain(cfg, tmp_path / "b", log=_stop_after("epoch 2/3"))
+    assert load_checkpoint(tmp_path / "b" / "pretrain" / "state.pt")["epoch"] == 2
+    pretrain(cfg, tmp_path / "b", log=print)
+    with pytest.raises(_Stop):
+        train_variant(cfg, variant, tmp_path / "b", log=_stop_after("epoch 2/3"))
+    assert not (tmp_path / "b" / variant / "epoch_003.pt").exists()
+    messages = []
+    got = train_variant(cfg, variant, tmp_path / "b", log=messages.append)
+    assert messages[0] == f"{variant}: resuming after epoch 2"
+    assert [r["epoch"] for r in got["rows"]] == [0, 1, 2, 3]
+    for key in ("model",):
+        for name, value in ref[key].items():
+            torch.testing.assert_close(got[key][name], value, msg=name)
+    assert got["final"] == ref["final"]
+    # the epoch-0 weights are the start of training with BatchNorm statistics re-estimated
+    zero = load_checkpoint(tmp_path / "b" / variant / "epoch_000.pt")["model"]
+    means = [v for k, v in zero.items() if k.endswith("running_mean")]
+    assert variant.startswith("mae") or (means and all(m.abs().sum() > 0 for m in means))
+
+
+def test_a_new_metric_is_measured_from_stored_epochs_without_retraining(tmp_path, monkeypatch):
+    from lielib import lee
+
+    cfg = preset("smoke", variants=("cnn",))
+    folder, out = tmp_path / "cache", tmp_path / "out"
+    train_variant(cfg, "cnn", folder, log=print)
+    measure_variant(cfg, "cnn", folder, log=print)
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "cnn" / "lee").glob("*.csv")}
+    assert len(stamps) == cfg.epochs + 1
+    monkeypatch.setitem(measure.METRICS, "logit_lee",
+                        lambda model, x: lee(model, x, list(measure.ACTIONS), output="logits"))
+    messages = []
+    measure_variant(cfg, "cnn", folder, log=messages.append)
+    assert len(messages) == cfg.epochs + 1 and all("logit_lee" in m for m in messages)
+    assert {p: p.stat().st_mtime_ns for p in (folder / "cnn" / "lee").glob("*.csv")} == stamps
+    paths = collect(cfg, folder, out, command="test")
+    per_image, _ = read_table(paths["per_image"])
+    assert {"lee", "logit_lee"} <= set(per_image.columns) and per_image.notna().all().all()
+    summary, _ = read_table(paths["summary"])
+    assert {"lee_low", "logit_lee_high"} <= set(summary.columns)
+    assert set(read_table(paths["ratios"])[0]["metric"]) == {"lee", "logit_lee"}
+
+
+def test_cli_smoke_run_writes_every_table_with_metadata(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    paths = main(["--preset", "smoke", "--out", str(out), "--cache", str(cache)])
+    assert set(paths) == {"pretraining", "mae_examples", "epochs", "final", "per_image", "summary",
+                          "ratios", "contrasts"}
+    epochs, meta = read_table(paths["epochs"])
+    assert set(epochs["variant"]) == {"mae", "cnn+rot"}
+    assert epochs.groupby("variant")["epoch"].apply(list).tolist() == [[0, 1, 2]] * 2
+    assert meta["command"].startswith("python -m lielib.book.rotated_mnist --preset smoke")
+    assert meta["finished_variants"] == ["mae", "cnn+rot"] and meta["seed"] == 0
+    final, _ = read_table(paths["final"])
+    assert (final["n_test"] == 128).all()
+    pre, _ = read_table(paths["pretraining"])
+    assert {"loss", "zero_reference", "val_loss", "loss_over_reference"} <= set(pre.columns)
+    summary, _ = read_table(paths["summary"])
+    assert (summary["n"] == 8).all() and len(summary) == 2 * 3 * 4
+    with np.load(paths["mae_examples"]) as z:
+        assert z["original"].shape == z["reconstruction"].shape == z["masked"].shape == (8, 28, 28)
+    # rerunning resumes: nothing is retrained and the tables are rewritten the same
+    again = main(["--preset", "smoke", "--out", str(out), "--cache", str(cache)])
+    pd.testing.assert_frame_equal(read_table(again["epochs"])[0].drop(columns="seconds"),
+                                  epochs.drop(columns="seconds"))

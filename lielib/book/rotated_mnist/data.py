@@ -41,6 +41,7 @@ __all__ = [
     "RotatedMNIST",
     "load_pretraining_digits",
     "load_rotated_mnist",
+    "load_upright_digits",
     "rotate_digits",
     "split_sources",
 ]
@@ -188,3 +189,21 @@ def load_pretraining_digits(
     images, labels = _pool(root)
     idx = held[:n]
     return images[idx].unsqueeze(1).float() / 255.0, labels[idx].clone()
+
+
+def load_upright_digits(
+    split: str, *, seed: int = 0, size: int | None = None, root: str | os.PathLike | None = None
+) -> torch.Tensor:
+    """The MNIST digits a split was made from, upright: float32 ``(N, 1, 28, 28)`` in ``[0, 1]``.
+
+    ``split`` is ``"train"``, ``"test"`` or ``"heldout"``; the first ``size`` digits, in the
+    split's order. The upright test digits are unseen by MAE pretraining (validation).
+    """
+    parts = split_sources(seed)
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(parts)}")
+    idx = parts[split] if size is None else parts[split][: int(size)]
+    if size is not None and not 0 < int(size) <= len(parts[split]):
+        raise ValueError(f"size must be in 1..{len(parts[split])} for {split}, got {size}")
+    images, _ = _pool(root)
+    return images[idx].unsqueeze(1).float() / 255.0
