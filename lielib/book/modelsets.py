@@ -54,6 +54,7 @@ MODEL_SETS: dict[str, str] = {
     "zoo-init": "the mini-zoo architectures at initialisation, on Fashion-MNIST test images",
     "lite": "EfficientNet-Lite0/1/2 with ImageNet weights, on the offline photo set",
     "paper": "the 83 core models of the paper's sweep, on an ImageNet validation folder",
+    "paper-all": "all 483 models of the paper's sweep, on an ImageNet validation folder",
 }
 LITE_MODELS = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k")
 LITE_TOP1 = {"tf_efficientnet_lite0.in1k": 75.1, "tf_efficientnet_lite1.in1k": 76.7,
@@ -81,8 +82,8 @@ class UnknownModelSetError(ValueError):
     """An unknown model set, or a model that is not in its set."""
 
 
-def paper_models(root: str | os.PathLike | None = None) -> list[str]:
-    """The paper's 83 core models (``e2e_core_models`` of ``<data root>/paper_models.json``)."""
+def paper_models(root: str | os.PathLike | None = None, *, key: str = "e2e_core_models") -> list[str]:
+    """A model list of ``<data root>/paper_models.json``: the 83 core or (``e2e_all_models``) 483."""
     from .data import DatasetNotFoundError, data_root
 
     path = data_root(root) / "paper_models.json"
@@ -91,7 +92,7 @@ def paper_models(root: str | os.PathLike | None = None) -> list[str]:
             f"{path} does not exist: the paper's model lists ship with the project's data "
             "folder (../shared/data/paper_models.json); point LIELIB_DATA at a copy of it."
         )
-    return list(json.loads(path.read_text())["e2e_core_models"])
+    return list(json.loads(path.read_text())[key])
 
 
 def set_models(name: str, *, root: str | os.PathLike | None = None) -> list[str]:
@@ -108,6 +109,8 @@ def set_models(name: str, *, root: str | os.PathLike | None = None) -> list[str]
         return list(LITE_MODELS)
     if name == "paper":
         return paper_models(root)
+    if name == "paper-all":
+        return paper_models(root, key="e2e_all_models")
     sets = "; ".join(f"{k}: {v}" for k, v in MODEL_SETS.items())
     raise UnknownModelSetError(f"unknown model set {name!r}. Known sets: {sets}.")
 
