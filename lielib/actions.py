@@ -16,6 +16,12 @@ Convention (all geometric actions):
     * Bilinear interpolation, reflection padding about the border pixel centres.
     * ``tangent(x) = d/dt T_t x`` at ``t = 0``, with the stencil of
       :mod:`lielib.sampling` (``"paper"`` by default).
+
+Precision: the group element ``exp(t G)`` and the sampling grid are computed in float64
+for float64 images and in float32 otherwise; half-precision images (``float16``,
+``bfloat16``) are resampled in float32 and the result is rounded back to their dtype
+(torch's CPU ``matrix_exp`` is wrong in half precision). An empty batch (``B = 0``)
+gives an empty result; images with no pixels, and NaN or infinite images or ``t``, raise.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 from torch.func import jvp
 
 from .sampling import STENCILS, affine_sample
@@ -34,6 +41,8 @@ __all__ = [
     "AffineAction",
     "IntensityScaling",
     "check_image",
+    "check_model",
+    "compute_dtype",
     "get_action",
     "list_actions",
 ]
@@ -67,25 +76,91 @@ class Action(Protocol):
         ...
 
 
-def check_image(x: torch.Tensor, name: str) -> None:
-    """Raise unless ``x`` is a floating-point image batch ``(B, C, H, W)``; ``name`` says who asks."""
+def check_image(x: torch.Tensor, name: str, *, finite: bool = True) -> None:
+    """Raise unless ``x`` is a floating-point image batch ``(B, C, H, W)``; ``name`` says who asks.
+
+    ``B = 0`` passes (an empty batch); ``C``, ``H`` or ``W`` of 0 does not. With ``finite``
+    the values must be finite (the check is skipped inside ``torch.func`` transforms,
+    where it cannot be evaluated).
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(
             f"{name}: expected an image batch (B, C, H, W), got shape {tuple(x.shape)}; "
-            "convert other layouts with lielib.layout.to_nchw"
+            "add a batch axis with x[None] or convert other layouts with lielib.layout.to_nchw"
         )
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point image, got {x.dtype}")
+        raise TypeError(
+            f"{name}: expected a floating-point image, got {x.dtype}; convert with x.float()"
+        )
+    if min(x.shape[1:]) == 0:
+        raise ValueError(
+            f"{name}: an image needs at least one channel and one pixel, got shape "
+            f"{tuple(x.shape)}"
+        )
+    if finite and x.numel() and not _all_finite(x):
+        raise ValueError(
+            f"{name}: the image holds NaN or infinite values; check the data pipeline "
+            "(e.g. torch.isfinite(x).all())"
+        )
 
 
-def _as_t(t, x: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+def check_model(model: nn.Module, x: torch.Tensor | None = None, who: str = "lielib") -> None:
+    """Raise unless ``model`` is an ``nn.Module`` whose parameters match ``x``'s dtype and device.
+
+    A mismatch would otherwise surface as an error from inside the model's first layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__}; "
+                        "wrap a function in an nn.Module to measure it layer by layer")
+    if x is None:
+        return
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return
+    if param.device != x.device:
+        raise ValueError(f"{who}: the model's parameters are on {param.device} and x on "
+                         f"{x.device}; move one of them, e.g. x.to({str(param.device)!r})")
+    if param.dtype != x.dtype:
+        raise TypeError(f"{who}: the model's parameters are {param.dtype} and x is {x.dtype}; "
+                        f"convert x with x.to({param.dtype}) (or the model with model.to(...))")
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    try:
+        return bool(torch.isfinite(x).all())
+    except RuntimeError:  # under vmap a tensor's values cannot steer Python control flow
+        return True
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype group elements and grids are computed in: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _as_t(t, x: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+    """``t`` as ``(B,)`` in :func:`compute_dtype` of ``x``."""
+    if isinstance(t, torch.Tensor):
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"t must be real, got a tensor of {t.dtype}")
+        t = t.to(dtype=compute_dtype(x.dtype), device=x.device)
+    else:
+        try:
+            t = torch.as_tensor(t, dtype=compute_dtype(x.dtype), device=x.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"t must be a number, a 0-d tensor or one value per image, got {t!r}"
+            ) from None
     if t.ndim == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must be a scalar or have one value per image ({x.shape[0]},)")
+        t = t.expand(x.shape[0])
+    elif t.shape != (x.shape[0],):
+        raise ValueError(
+            f"t must be a scalar or have one value per image ({x.shape[0]},), got shape "
+            f"{tuple(t.shape)}"
+        )
+    if check and t.numel() and not _all_finite(t):
+        raise ValueError(f"t must be finite, got {t.tolist()}")
     return t
 
 
@@ -107,19 +182,34 @@ class AffineAction:
         return g
 
     def theta(self, t: torch.Tensor) -> torch.Tensor:
-        """``exp(t G)[:2]`` for a batch of ``t`` ``(B,)`` -> ``(B, 2, 3)``."""
+        """``exp(t G)[:2]`` for a batch of ``t`` ``(B,)`` -> ``(B, 2, 3)``.
+
+        Computed in float64 for float64 ``t`` and in float32 otherwise.
+        """
+        t = t.to(compute_dtype(t.dtype))
         g = self.generator_matrix(dtype=t.dtype, device=t.device)
         return torch.linalg.matrix_exp(t[:, None, None] * g)[:, :2, :]
 
+    def _resample(self, x: torch.Tensor, t: torch.Tensor, stencil: str) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x.clone() + 0 * t.sum().to(x.dtype)  # empty, but still a function of t
+        img = x.to(compute_dtype(x.dtype))
+        return affine_sample(img, self.theta(t), stencil=stencil).to(x.dtype)
+
     def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
         check_image(x, self.name)
-        return affine_sample(x, self.theta(_as_t(t, x)), stencil=stencil)
+        if stencil not in STENCILS:
+            raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+        return self._resample(x, _as_t(t, x), stencil)
 
     def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
         check_image(x, self.name)
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        one = torch.ones((), dtype=x.dtype, device=x.device)
-        return jvp(lambda t: self.act(x, t, stencil=stencil), (zero,), (one,))[1]
+        if stencil not in STENCILS:
+            raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+        zero = torch.zeros((), dtype=compute_dtype(x.dtype), device=x.device)
+        one = torch.ones_like(zero)
+        fn = lambda t: self._resample(x, t.expand(x.shape[0]), stencil)
+        return jvp(fn, (zero,), (one,))[1]
 
 
 @dataclass(frozen=True)
@@ -139,7 +229,10 @@ class IntensityScaling:
 
     def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
         check_image(x, self.name)
-        return torch.exp(_as_t(t, x))[:, None, None, None] * x
+        if stencil not in STENCILS:
+            raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+        scale = torch.exp(_as_t(t, x))[:, None, None, None]
+        return (scale * x.to(scale.dtype)).to(x.dtype)
 
     def tangent(self, x: torch.Tensor, *, stencil: str = "paper") -> torch.Tensor:
         check_image(x, self.name)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vmap
 
-from .actions import Action, get_action
+from .actions import Action, check_image, check_model, get_action
 from .layout import Layout, from_nchw, to_nchw
 from .lie import lie_derivative, measuring, output_fn
 from .selection import select_modules
@@ -134,8 +134,7 @@ def _injection_hooks(model: nn.Module, sites: list[Site], coef_for: Callable) ->
 
 
 def _is_vmap_inplace_error(err: RuntimeError) -> bool:
-    msg = str(err).lower()
-    return "vmap" in msg and ("inplace" in msg or "in-place" in msg)
+    return "vmap" in str(err).lower() and any(w in str(err).lower() for w in ("inplace", "in-place"))
 
 
 def _exact_forward(model, x, sites, f, chunk_size: int) -> torch.Tensor:
@@ -196,16 +195,23 @@ def _exact_reverse(model, x, sites, f, num_classes: int) -> torch.Tensor:
     against 0.24 s per class for ResNet-50 at 224 px).
     """
     a, p = _reverse_graph(model, x, sites, f)
-    cols = [torch.autograd.grad(p[:, c].sum(), a, retain_graph=True)[0]
-            for c in range(num_classes)]
+    with torch.enable_grad():  # the per-class sums are graph nodes too, also under no_grad
+        cols = [torch.autograd.grad(p[:, c].sum(), a, retain_graph=True)[0]
+                for c in range(num_classes)]
     return torch.stack(cols, -1).detach()
 
 
-def _check_input(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise ValueError("x must be a floating-point image batch (B, C, H, W)")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; check the data pipeline")
+def _check_input(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
+    check_image(x, who)  # and contiguous: in-place writes through an expanded x fail
+    if x.shape[0] == 0:
+        raise ValueError(f"{who}: x is an empty batch {tuple(x.shape)}; pass at least one image")
+    check_model(model, x, who)
+    return x.contiguous()
+
+
+def _check_count(value, name: str, least: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def layerwise_contributions(
@@ -229,15 +235,13 @@ def layerwise_contributions(
     ``num_classes <= num_sites / 4``), ``chunk_size`` how many sites share one forward
     pass.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    if mode not in ("auto", "forward", "reverse"):
-        raise ValueError("mode must be 'auto', 'forward' or 'reverse'")
-    if method == "probes" and num_probes < 1:
-        raise ValueError("num_probes must be >= 1")
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
-    _check_input(x)
+    if method not in METHODS or mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"method must be one of {METHODS} (got {method!r}) and mode one of "
+                         f"'auto', 'forward', 'reverse' (got {mode!r})")
+    _check_count(num_probes, "num_probes")
+    _check_count(chunk_size, "chunk_size")
+    _check_count(seed, "seed", 0)
+    x = _check_input(model, x, "layerwise_lee")
     action = get_action(action)
     f = output_fn(output)
     units = select_modules(model, modules)
@@ -357,7 +361,7 @@ def layerwise_shift_error(
     Modules without a spatial input get ``NaN``. Same selection, layouts and columns as
     :func:`layerwise_lee` (without a residual row).
     """
-    _check_input(x)
+    x = _check_input(model, x, "layerwise_shift_error")
     units = select_modules(model, modules)
     named = dict(model.named_modules())
     with measuring(model), no_inplace(model), torch.no_grad():

@@ -15,6 +15,26 @@ import torch.nn.functional as F
 
 __all__ = ["fourier_rotate", "fourier_shift"]
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check(x: torch.Tensor, who: str, ndim: int | None, **numbers: float) -> torch.dtype:
+    """Validate an image and its real parameters; the dtype to compute in (float32 for half)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
+    if (x.ndim != ndim) if ndim else x.ndim < 2:
+        want = "(B, C, H, W)" if ndim else "(..., H, W)"
+        raise ValueError(f"{who}: x must be {want}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: x must be a real floating-point image, got {x.dtype}; "
+                        "convert with x.float()")
+    if min(x.shape[-2:]) == 0:
+        raise ValueError(f"{who}: x has no pixels, shape {tuple(x.shape)}")
+    for name, v in numbers.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{who}: {name} must be a finite real number, got {v!r}")
+    return torch.float32 if x.dtype in _HALF else x.dtype
+
 
 def _phase(n: int, shift: float, x: torch.Tensor) -> torch.Tensor:
     """Per-frequency factor of a periodic band-limited shift by ``shift`` samples."""
@@ -41,9 +61,11 @@ def fourier_shift(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
         compose exactly (``shift a then b == shift a + b``) for odd sizes, for images
         without Nyquist content, or when one of the shifts is an integer.
     """
+    work = _check(x, "fourier_shift", None, dx=dx, dy=dy)
     h, w = x.shape[-2:]
-    spec = torch.fft.fft2(x)
-    spec = spec * _phase(h, dy, x)[:, None] * _phase(w, dx, x)
+    z = x.to(work)
+    spec = torch.fft.fft2(z)
+    spec = spec * _phase(h, dy, z)[:, None] * _phase(w, dx, z)
     return torch.fft.ifft2(spec).real.to(x.dtype)
 
 
@@ -107,8 +129,11 @@ def fourier_rotate(x: torch.Tensor, angle: float, *, up: int = 4) -> torch.Tenso
     """
     if isinstance(up, bool) or not isinstance(up, int) or up < 1:
         raise ValueError(f"up must be a positive integer, got {up!r}")
-    if x.ndim != 4:
-        raise ValueError(f"fourier_rotate needs (B, C, H, W), got shape {tuple(x.shape)}")
+    work = _check(x, "fourier_rotate", 4, angle=angle)
+    if x.shape[0] * x.shape[1] == 0:
+        return x.clone()
+    if work != x.dtype:
+        return fourier_rotate(x.to(work), angle, up=up).to(x.dtype)
     h, w = x.shape[-2:]
     hf, wf = up * h, up * w
     # Fine sample k sits at coarse position k / up; use the periodic copy in [-1/2, N - 1/2).

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .actions import Action, get_action
+from .actions import Action, check_model, get_action
 from .fourier import fourier_rotate, fourier_shift
 from .lie import measuring, output_fn
 
@@ -49,7 +49,9 @@ __all__ = [
 _AXIS_DIM = {"x": -1, "y": -2}
 
 
-def _check_input(x: torch.Tensor) -> None:
+def _check_input(model: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4 or min(x.shape) == 0:
@@ -61,6 +63,7 @@ def _check_input(x: torch.Tensor) -> None:
         raise TypeError(f"x must be floating point, got {x.dtype}; convert with x.float()")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values; check the data pipeline")
+    check_model(model, x, "metrics")
 
 
 def _check_count(n: int, name: str = "n") -> None:
@@ -107,6 +110,11 @@ def integer_translate(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
     ``y[..., i, j] = x[..., i - dy, j - dx]`` where that index exists, else ``0``.
     """
+    if any(isinstance(d, bool) or not isinstance(d, int) for d in (dx, dy)):
+        raise TypeError(f"integer_translate shifts by whole pixels: dx and dy must be integers, "
+                        f"got {dx!r}, {dy!r}; use lielib.fourier.fourier_shift for fractions")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError("integer_translate needs a tensor (..., H, W)")
     h, w = x.shape[-2:]
     out = torch.zeros_like(x)
     if abs(dx) >= w or abs(dy) >= h:
@@ -144,7 +152,7 @@ def shift_consistency(
     Returns:
         Columns ``image``, ``consistency`` (all axes) and ``consistency_<axis>`` per axis.
     """
-    _check_input(x)
+    _check_input(model, x)
     axes = tuple(axes)
     if not axes or any(a not in _AXIS_DIM for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(f"axes must be distinct names from {tuple(_AXIS_DIM)}, got {axes!r}")
@@ -204,7 +212,7 @@ def eq_t(
     Returns:
         Columns ``image``, ``eq_t`` (dB) and ``eq_t_mse``; likewise for EQ-T_frac, EQ-R.
     """
-    _check_input(x)
+    _check_input(model, x, seed)
     _check_bound(max_frac, "max_frac")
     _check_count(n)
     h, w = x.shape[-2:]
@@ -223,7 +231,7 @@ def eq_t_frac(
         interpolation: circular, no fill). StyleGAN3 uses a Lanczos-3 kernel with zero
         fill instead.
     """
-    _check_input(x)
+    _check_input(model, x, seed)
     _check_bound(max_frac, "max_frac")
     _check_count(n)
     h, w = x.shape[-2:]
@@ -248,7 +256,7 @@ def eq_r(
         paper's code: the full circle), the same ``n`` angles for every image;
         ``up``-fold band-limited upsampling; the corners are filled with 0.
     """
-    _check_input(x)
+    _check_input(model, x, seed)
     _check_bound(max_angle, "max_angle")
     _check_count(n)
     angles = _uniform(n, 1, max_angle, seed)[:, 0].tolist()
@@ -284,7 +292,7 @@ def sampled_invariance(
         ``mean_abs_change`` (``mean_t mean_c |p(T_t x) - p(x)|``) and
         ``prediction_unchanged`` (fraction of draws with the same argmax).
     """
-    _check_input(x)
+    _check_input(model, x, seed)
     _check_count(n)
     act = get_action(action)
     to_output = output_fn(output)

@@ -11,6 +11,8 @@ Convention:
     * A ``(2, 3)`` matrix ``theta`` maps output coordinates to sampling coordinates,
       ``(u_in, v_in) = theta @ (u_out, v_out, 1)``, as ``F.affine_grid`` does.
     * Out-of-range samples are reflected about the centres of the border pixels.
+    * Half-precision images and matrices are computed in float32 (the grid and the
+      weights) and the result is rounded back to the image's dtype.
 
 The stencil at t = 0:
     At the identity every sampling point sits on a pixel centre, where bilinear
@@ -39,11 +41,27 @@ STENCILS = ("paper", "central")
 _ON_CENTRE = 1e-4
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _work(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _describe(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"shape {tuple(t.shape)} and dtype {t.dtype}"
+    return type(t).__name__
+
+
 def normalized_grid(h: int, w: int, *, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Homogeneous output coordinates ``(H, W, 3)`` = ``(u, v, 1)``, align_corners=True.
 
     A unit-size axis sits at coordinate 0, as in ``F.affine_grid``.
     """
+    for name, n in (("h", h), ("w", w)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"normalized_grid: {name} must be a positive integer, got {n!r}")
     u = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device) if w > 1 else torch.zeros(
         1, dtype=dtype, device=device
     )
@@ -82,7 +100,13 @@ def bilinear_sample(
     Returns:
         ``(B, C, Ho, Wo)``.
     """
+    if not isinstance(img, torch.Tensor) or img.ndim != 4:
+        raise ValueError("bilinear_sample: img must be a (B, C, H, W) tensor, got "
+                         f"{tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__}")
     b, c, h, w = img.shape
+    if ix.ndim != 3 or ix.shape != iy.shape or ix.shape[0] != b:
+        raise ValueError(f"bilinear_sample: ix and iy must both be (B={b}, Ho, Wo), got "
+                         f"{tuple(ix.shape)} and {tuple(iy.shape)}")
     if cell_x is None:
         cell_x = torch.floor(ix.detach())
     if cell_y is None:
@@ -126,6 +150,21 @@ def affine_sample(img: torch.Tensor, theta: torch.Tensor, *, stencil: str = "pap
     """
     if stencil not in STENCILS:
         raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+    if not isinstance(img, torch.Tensor) or img.ndim != 4 or not img.is_floating_point():
+        raise ValueError("affine_sample: img must be a floating-point (B, C, H, W) tensor, got "
+                         f"{_describe(img)}")
+    if (not isinstance(theta, torch.Tensor) or not theta.is_floating_point()
+            or theta.shape != (img.shape[0], 2, 3)):
+        raise ValueError(f"affine_sample: theta must be a floating-point ({img.shape[0]}, 2, 3) "
+                         f"tensor, one matrix per image, got {_describe(theta)}")
+    if min(img.shape[1:]) == 0:
+        raise ValueError(f"affine_sample: img has no pixels, shape {tuple(img.shape)}")
+    if img.shape[0] == 0:
+        return img.clone()
+    if img.dtype in _HALF or theta.dtype in _HALF:
+        out = affine_sample(img.to(_work(img.dtype)), theta.to(_work(theta.dtype)),
+                            stencil=stencil)
+        return out.to(img.dtype)
     h, w = img.shape[-2:]
     base = normalized_grid(h, w, dtype=theta.dtype, device=theta.device)
     coords = torch.einsum("hwk,bjk->bhwj", base, theta)

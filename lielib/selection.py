@@ -39,14 +39,8 @@ from torch import nn
 from .layout import Layout
 
 __all__ = [
-    "EXCLUDED_CLASS_NAMES",
-    "KIND_BY_CLASS_NAME",
-    "LAYER_KINDS",
-    "UNIT_CLASS_NAMES",
-    "ModelLayouts",
-    "UnresolvedLayoutError",
-    "layer_kind",
-    "select_modules",
+    "EXCLUDED_CLASS_NAMES", "KIND_BY_CLASS_NAME", "LAYER_KINDS", "UNIT_CLASS_NAMES",
+    "ModelLayouts", "UnresolvedLayoutError", "layer_kind", "select_modules",
 ]
 
 #: Composite modules the paper measures as one unit (their children are not hooked).
@@ -174,7 +168,10 @@ def select_modules(
     """
     named = dict(model.named_modules())
     if modules is not None:
-        names = list(modules)
+        names = None if isinstance(modules, str) else list(modules)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"modules= must be a non-empty list of names from "
+                            f"model.named_modules() (or None), got {modules!r}")
         missing = [n for n in names if n not in named]
         if missing:
             raise ValueError(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .actions import Action, AffineAction, IntensityScaling, check_image, get_action
+from .actions import Action, AffineAction, IntensityScaling, check_image, compute_dtype, get_action
 from .layout import Layout, from_nchw, to_nchw
 from .sampling import STENCILS, normalized_grid
 
@@ -40,11 +40,14 @@ def tangents(
     ``tau_v`` are the tangents of ``translate_x`` and ``translate_y`` and ``p = (u, v, 1)``
     is each pixel's normalised position. Two resampling derivatives therefore serve every
     affine action, whichever the stencil; other actions use their own ``tangent``.
+    Half-precision images are differentiated in float32 and rounded back.
     """
     check_image(x, "tangents")
-    acts = [get_action(a) for a in actions]
+    acts = _actions(actions, "tangents")
     if stencil not in STENCILS:
         raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")
+    dtype = x.dtype
+    x = x.to(compute_dtype(dtype))
     out = []
     fields = None
     for a in acts:
@@ -60,7 +63,17 @@ def tangents(
         g = torch.tensor(a.generator, dtype=x.dtype, device=x.device)
         velocity = p @ g.T  # (H, W, 2): (G p)_u, (G p)_v
         out.append(velocity[..., 0] * tau_u + velocity[..., 1] * tau_v)
-    return torch.stack(out)
+    return torch.stack(out).to(dtype)
+
+
+def _actions(actions: Sequence[str | Action], who: str) -> list[Action]:
+    if isinstance(actions, (str, Action)):
+        raise TypeError(f"{who}: actions must be a list of names or Actions, got {actions!r}; "
+                        f"write [{actions!r}]")
+    acts = [get_action(a) for a in actions]
+    if not acts:
+        raise ValueError(f"{who}: no actions given; pass at least one name from list_actions()")
+    return acts
 
 
 def generator_coordinates(actions: Sequence[str | Action]) -> torch.Tensor:
@@ -71,7 +84,7 @@ def generator_coordinates(actions: Sequence[str | Action]) -> torch.Tensor:
     generator, ``L_{aG + bH} f = a L_G f + b L_H f``, so rows that depend linearly on
     others need no derivative of their own (``rotate = shear_x - shear_y``).
     """
-    acts = [get_action(a) for a in actions]
+    acts = _actions(actions, "generator_coordinates")
     others = [a for a in acts if not isinstance(a, (AffineAction, IntensityScaling))]
     coords = torch.zeros(len(acts), 7 + len(others), dtype=torch.float64)
     for k, a in enumerate(acts):
@@ -182,12 +195,13 @@ class TangentOperator:
         if not isinstance(self.action, AffineAction):
             return layout_tangent(self.action, t, layout, self.stencil)
         img, prefix = to_nchw(t, layout)
-        key = (tuple(img.shape[-2:]), img.dtype, img.device)
+        work = compute_dtype(img.dtype)
+        key = (tuple(img.shape[-2:]), work, img.device)
         if key not in self.cache:
-            self.cache[key] = _stencil_weights(self.action, *key[0], self.stencil, img.dtype,
+            self.cache[key] = _stencil_weights(self.action, *key[0], self.stencil, work,
                                                img.device)
         ops = self.cache[key]
         if ops is None:
             return layout_tangent(self.action, t, layout, self.stencil)
-        v = _apply_stencil(ops, img)
+        v = _apply_stencil(ops, img.to(work)).to(img.dtype)
         return from_nchw(v, None if prefix is None else torch.zeros_like(prefix), layout)

@@ -169,3 +169,80 @@ def test_translate_stencils_known_answer():
 def test_bad_images_raise(bad):
     with pytest.raises((ValueError, TypeError), match="rotate"):
         get_action("rotate").act(bad, 0.1)
+
+
+# --- precision and bad input -------------------------------------------------------------
+
+HALF = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", ["rotate", "scale", "translate_x", "saturate"])
+def test_half_precision_matches_float32(name, dtype):
+    """CPU matrix_exp in half precision is garbage (expm(0) ~ -1e30): computed in float32."""
+    a = get_action(name)
+    x = image(b=3).float()
+    xh = x.to(dtype)
+    ref = xh.float()  # the same image, exactly
+    t = torch.tensor([0.2, -0.1, 0.0])
+    out = a.act(xh, t)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, a.act(ref, t).to(dtype), rtol=0, atol=0)
+    tan = a.tangent(xh)
+    assert tan.dtype == dtype and torch.isfinite(tan).all()
+    torch.testing.assert_close(tan, a.tangent(ref).to(dtype), rtol=0, atol=0)
+    # identity at t = 0 holds in half precision too
+    torch.testing.assert_close(a.act(xh, 0.0), xh, rtol=0, atol=0)
+
+
+def test_theta_is_computed_in_float32_for_half_t():
+    a = get_action("rotate")
+    th = a.theta(torch.zeros(4, dtype=torch.bfloat16))
+    assert th.dtype == torch.float32
+    torch.testing.assert_close(th, torch.eye(3)[:2].expand(4, 2, 3))
+
+
+def test_empty_batch_gives_an_empty_result():
+    x = torch.zeros(0, 3, 5, 5)
+    for name in ALL:
+        a = get_action(name)
+        assert a.act(x, 0.3).shape == x.shape
+        assert a.tangent(x).shape == x.shape
+
+
+@pytest.mark.parametrize(
+    "x, t, error, match",
+    [
+        (torch.zeros(2, 3, 0, 5), 0.1, ValueError, "one pixel"),
+        (torch.zeros(2, 0, 5, 5), 0.1, ValueError, "one channel"),
+        (torch.zeros(3, 5, 5), 0.1, ValueError, r"x\[None\]"),
+        (torch.zeros(2, 3, 5, 5, dtype=torch.long), 0.1, TypeError, "floating-point"),
+        (torch.full((2, 3, 5, 5), float("nan")), 0.1, ValueError, "NaN"),
+        (torch.zeros(2, 3, 5, 5), float("nan"), ValueError, "t must be finite"),
+        (torch.zeros(2, 3, 5, 5), "big", TypeError, "t must be a number"),
+        (torch.zeros(2, 3, 5, 5), [0.1, 0.2, 0.3], ValueError, r"one value per image \(2,\)"),
+    ],
+    ids=["no-rows", "no-channels", "3d", "integer", "nan-image", "nan-t", "str-t", "wrong-t"],
+)
+@pytest.mark.parametrize("name", ["rotate", "saturate"])
+def test_bad_input_is_a_clear_error(name, x, t, error, match):
+    a = get_action(name)
+    with pytest.raises(error, match=match):
+        a.act(x, t)
+    if not isinstance(t, float) or math.isnan(t):  # t-only errors do not concern the tangent
+        return
+    with pytest.raises(error, match=match):
+        a.tangent(x)
+
+
+def test_expanded_input_is_resampled_like_a_contiguous_copy():
+    x = image(b=1).expand(3, -1, -1, -1)
+    for name in ("rotate", "saturate"):
+        a = get_action(name)
+        torch.testing.assert_close(a.act(x, 0.2), a.act(x.contiguous(), 0.2))
+        torch.testing.assert_close(a.tangent(x), a.tangent(x.contiguous()))
+
+
+def test_unknown_stencil_in_act():
+    with pytest.raises(ValueError, match="unknown stencil"):
+        get_action("rotate").act(image(), 0.1, stencil="centre")

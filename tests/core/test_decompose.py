@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -201,3 +202,50 @@ def test_shift_error_zero_for_circular_and_stride_multiples():
     assert frame["2"] > 1e-3  # zero padding is not circular-shift equivariant
     assert frame["5"] < 1e-25  # a 1x1 map does not move
     assert frame.isna()["6"]  # Linear on features: no spatial input
+
+
+@pytest.mark.parametrize("method", ["exact", "probes"])
+def test_runs_under_no_grad(method):
+    """Reverse mode summed each class outside its enable_grad block: failed under no_grad."""
+    model, x = toy(), image(2)
+    kw = {"mode": "reverse"} if method == "exact" else {"method": "probes", "num_probes": 3}
+    ref = layerwise_contributions(model, x, "rotate", **kw)
+    with torch.no_grad():
+        got = layerwise_contributions(model, x, "rotate", **kw)
+    assert got.mode == ref.mode
+    torch.testing.assert_close(got.values, ref.values)
+    assert torch.is_grad_enabled()
+
+
+def test_expanded_input_matches_a_contiguous_copy():
+    model, x = toy(), image(1)
+    xe = x.expand(2, -1, -1, -1)
+    a = layerwise_lee(model, xe, "translate_x")
+    b = layerwise_lee(model, xe.contiguous(), "translate_x")
+    pd.testing.assert_frame_equal(a, b)
+    s = layerwise_shift_error(model, xe)
+    pd.testing.assert_frame_equal(s, layerwise_shift_error(model, xe.contiguous()))
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        (("x0",), {}, ValueError, "empty batch"),
+        (("nan",), {}, ValueError, "NaN"),
+        (("float32",), {}, TypeError, r"convert x with x.to\(torch.float64\)"),
+        (("x",), {"chunk_size": "4"}, ValueError, "chunk_size"),
+        (("x",), {"method": "probes", "num_probes": 0}, ValueError, "num_probes"),
+        (("x",), {"modules": "0"}, TypeError, "list of names"),
+        (("x",), {"modules": []}, TypeError, "list of names"),
+        (("x",), {"mode": "backward"}, ValueError, "mode"),
+        (("fn",), {}, TypeError, "torch.nn.Module"),
+    ],
+    ids=["empty", "nan", "dtype", "chunk", "probes", "modules-str", "modules-empty", "mode",
+         "not-module"],
+)
+def test_bad_input_is_a_clear_error(args, kwargs, error, match):
+    model, x = toy(), image(2)
+    inputs = {"x": x, "x0": x[:0], "nan": x * float("nan"), "float32": x.float(), "fn": x}
+    m = (lambda z: z) if args[0] == "fn" else model
+    with pytest.raises(error, match=match):
+        layerwise_contributions(m, inputs[args[0]], "rotate", **kwargs)

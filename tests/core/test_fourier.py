@@ -81,3 +81,36 @@ def test_fourier_rotate_small_angle_agrees_with_lielib_rotate():
     assert err < 0.05 < opposite
     twice = fourier_rotate(fourier_rotate(blob, 0.2), 0.3)
     assert (twice - fourier_rotate(blob, 0.5)).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_is_computed_in_float32(dtype):
+    x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    s = fourier_shift(x, 0.5, -1.25)
+    r = fourier_rotate(x, 0.3)
+    assert s.dtype == dtype and r.dtype == dtype
+    torch.testing.assert_close(s, fourier_shift(x.float(), 0.5, -1.25).to(dtype), rtol=0, atol=0)
+    torch.testing.assert_close(r, fourier_rotate(x.float(), 0.3).to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: fourier_shift(torch.zeros(5), 1.0, 0.0), ValueError, r"\(\.\.\., H, W\)"),
+        (lambda: fourier_shift(torch.zeros(1, 1, 4, 4, dtype=torch.long), 1.0, 0.0), TypeError,
+         "floating-point"),
+        (lambda: fourier_shift(torch.zeros(1, 1, 4, 4), math.nan, 0.0), ValueError, "dx"),
+        (lambda: fourier_rotate(torch.zeros(1, 1, 4, 4, dtype=torch.long), 1.0), TypeError,
+         "floating-point"),
+        (lambda: fourier_rotate(torch.zeros(1, 1, 4, 4), math.inf), ValueError, "angle"),
+        (lambda: fourier_rotate(torch.zeros(1, 4, 4), 1.0), ValueError, r"\(B, C, H, W\)"),
+    ],
+    ids=["1d", "int-shift", "nan-shift", "int-rotate", "inf-angle", "3d-rotate"],
+)
+def test_bad_input_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_empty_batch_rotates_to_an_empty_batch():
+    assert fourier_rotate(torch.zeros(0, 3, 8, 8), 0.5).shape == (0, 3, 8, 8)

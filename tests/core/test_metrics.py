@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -293,3 +294,37 @@ def test_bad_arguments_raise():
         sampled_invariance(model, x, "spin", t_max=0.1)
     with pytest.raises(ValueError, match="unknown output"):
         sampled_invariance(model, x, "rotate", t_max=0.1, output="probs")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_sampled_invariance_in_half_precision_matches_float32(dtype):
+    """The resampling ran matrix_exp in half precision: NaN for bf16 on a CPU."""
+    x = image(dtype=torch.float32).to(dtype)
+    half = sampled_invariance(FlatLinear(dtype=dtype), x, "rotate", t_max=0.2, n=4)
+    full = sampled_invariance(FlatLinear(dtype=torch.float32), x.float(), "rotate", t_max=0.2, n=4)
+    assert np.isfinite(half.finite_difference_lee).all()
+    # the model itself runs in half precision (a 768-term dot product, weights x 20)
+    np.testing.assert_allclose(half.finite_difference_lee, full.finite_difference_lee, rtol=0.5)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [shift_consistency, eq_t, eq_r, lambda m, x: sampled_invariance(m, x, "rotate", t_max=0.1)],
+    ids=["shift_consistency", "eq_t", "eq_r", "sampled_invariance"],
+)
+def test_model_mismatch_and_empty_batch_are_clear_errors(metric):
+    model = PoolLinear()
+    with pytest.raises(TypeError, match=r"x.to\(torch.float64\)"):
+        metric(model, image().float())
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        metric(lambda z: z.mean((-2, -1)), image())
+    with pytest.raises(ValueError, match="non-empty"):
+        metric(model, image()[:0])
+
+
+def test_seed_and_integer_shift_arguments_are_checked():
+    model, x = PoolLinear(), image()
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        eq_t(model, x, seed="0")
+    with pytest.raises(TypeError, match="whole pixels"):
+        integer_translate(x, 0.5, 0)

@@ -42,3 +42,36 @@ def test_unit_size_axes_match_grid_sample(shape):
     ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     for stencil in ("paper", "central"):
         torch.testing.assert_close(affine_sample(x, theta, stencil=stencil), ref, atol=1e-12, rtol=0)
+
+
+def test_half_precision_resamples_in_float32():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 7, 9, generator=gen).bfloat16()
+    theta = get_action("rotate").theta(torch.tensor([0.3, -0.2]))
+    out = affine_sample(x, theta.bfloat16())
+    assert out.dtype == torch.bfloat16
+    ref = affine_sample(x.float(), theta.bfloat16().float())
+    torch.testing.assert_close(out, ref.bfloat16(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "img, theta, match",
+    [
+        (torch.zeros(2, 3, 4, 4), torch.zeros(3, 2, 3), r"\(2, 2, 3\)"),
+        (torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 3), r"\(2, 2, 3\)"),
+        (torch.zeros(3, 4, 4), torch.zeros(2, 2, 3), r"\(B, C, H, W\)"),
+        (torch.zeros(2, 3, 0, 4), torch.zeros(2, 2, 3), "no pixels"),
+    ],
+    ids=["batch-mismatch", "not-2x3", "3d-image", "no-pixels"],
+)
+def test_affine_sample_bad_arguments(img, theta, match):
+    with pytest.raises(ValueError, match=match):
+        affine_sample(img, theta)
+
+
+def test_empty_batch_and_grid_sizes():
+    assert affine_sample(torch.zeros(0, 1, 3, 3), torch.zeros(0, 2, 3)).shape == (0, 1, 3, 3)
+    from lielib.sampling import normalized_grid
+
+    with pytest.raises(ValueError, match="positive integer"):
+        normalized_grid(0, 3, dtype=torch.float32)

@@ -96,3 +96,27 @@ def test_layout_tangents_stack_each_actions_tangent(layout, shape):
     if layout.kind == "tokens":
         assert torch.equal(got[:, :, :2], torch.zeros_like(got[:, :, :2]))
         assert got[:, :, 2:].abs().amax() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_tangents_match_float32(dtype):
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    names = ["rotate", "scale", "saturate"]
+    tau = tangents(x, names)
+    assert tau.dtype == dtype and torch.isfinite(tau).all()
+    ref = tangents(x.float(), names)
+    torch.testing.assert_close(tau.float(), ref, rtol=1e-2, atol=1e-2)
+    op = TangentOperator(get_action("rotate"), "paper")(x, Layout())
+    assert op.dtype == dtype
+    torch.testing.assert_close(op.float(), ref[0], rtol=1e-2, atol=1e-2)
+
+
+def test_actions_must_be_a_non_empty_list():
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"write \['rotate'\]"):
+        tangents(x, "rotate")
+    with pytest.raises(ValueError, match="no actions"):
+        tangents(x, [])
+    with pytest.raises(TypeError, match="list of names"):
+        generator_coordinates("scale")
+    assert tangents(torch.zeros(0, 1, 4, 4), ["rotate"]).shape == (1, 0, 1, 4, 4)
