@@ -1,6 +1,7 @@
 """A masked autoencoder (He et al., 2022) around the small timm ViT, and its reference loss.
 
-* 75% of the patches (``mask_ratio``) are hidden at random; the encoder sees the rest and
+* A share ``mask_ratio`` of the patches is hidden at random (0.75 in the MAE paper; 0.5 in
+  the book's presets, see :mod:`~lielib.book.rotated_mnist.config`); the encoder sees the rest and
   its class token; a light transformer decoder fills the hidden ones with a learned mask
   token and predicts each patch's pixels normalised to zero mean and unit variance.
 * Loss: ``sum_l m_l * mean_k (pred_lk - (x_lk - mu_l) / sqrt(var_l + eps))^2 / sum_l m_l``
