@@ -4,13 +4,23 @@ Every table ``results/<chapter>/<name>.csv`` has a sidecar ``<name>.meta.json`` 
 says how it was made: the command, versions, seed, device, date, models and tags.
 Both are written to a temporary file in the same folder and moved into place with
 ``os.replace``, so an interrupted run never leaves a half-written file.
+
+The pair is one unit: the metadata holds the table's SHA-256 (``csv_sha256``); writers
+hold an exclusive lock on the folder while they replace the two files and readers a
+shared one while they read them, and :func:`read_table` refuses a pair whose hash does
+not match. Metadata is strict JSON: NaN and infinities are written as ``null``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
+import glob
+import hashlib
+import io
 import json
+import math
 import os
 import platform
 import shlex
@@ -21,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .paths import ROOT, NotAvailableError, repo_root
@@ -28,8 +39,10 @@ from .paths import ROOT, NotAvailableError, repo_root
 __all__ = [
     "ROOT",  # re-exported from lielib.book.paths
     "MissingResultsError",
+    "ResultsMismatchError",
     "atomic_path",
     "atomic_write_text",
+    "dumps_strict",
     "meta_path",
     "metadata",
     "provenance_markdown",
@@ -37,6 +50,7 @@ __all__ = [
     "read_or_compute",
     "read_table",
     "record_skip",
+    "remove_stale_temporaries",
     "repo_root",  # re-exported from lielib.book.paths
     "write_json",
     "write_table",
@@ -44,6 +58,36 @@ __all__ = [
 
 class MissingResultsError(NotAvailableError, FileNotFoundError):
     """A results file a chapter needs does not exist (or was made with other parameters)."""
+
+
+class ResultsMismatchError(ValueError):
+    """A table and its ``.meta.json`` do not belong together (their hash disagrees)."""
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, *, exclusive: bool) -> Iterator[None]:
+    """``flock`` on the folder itself: writers exclusive, readers shared; no lock file."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _strict(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None, NumPy scalars as Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.generic) and not isinstance(obj, np.str_):
+        obj = obj.item()
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -115,11 +159,16 @@ def metadata(*, command: str | None = None, seed: int | None = None, device: Any
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
 
-    Readers see either the old file or the complete new one, never a partial write.
+    Readers see either the old file or the complete new one, never a partial write. The
+    temporary name holds the writer's process id, so the leftovers of a killed writer
+    are removed by the next write of the same file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    prefix = f".{path.stem}."
+    remove_stale_temporaries(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.",
+                               suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -129,6 +178,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Delete ``<prefix><pid>.*.tmp*`` files in ``folder`` whose writing process has died."""
+    removed = []
+    for f in Path(folder).glob(f"{glob.escape(prefix)}*.tmp*"):
+        pid = f.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            removed.append(f)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # PermissionError: alive, another user's
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -146,9 +218,14 @@ def meta_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
+def dumps_strict(obj: Any) -> str:
+    """Strict JSON text (``allow_nan=False``): NaN and infinities become ``null``."""
+    return json.dumps(_strict(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write strict JSON atomically (NaN and infinities become ``null``)."""
+    return atomic_write_text(path, dumps_strict(obj))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -164,15 +241,27 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_table(path: str | os.PathLike, frame: pd.DataFrame, meta: dict) -> Path:
-    """Write ``frame`` as CSV and ``meta`` beside it, both atomically (metadata first)."""
+    """Write ``frame`` as CSV and ``meta`` beside it as one unit.
+
+    Each file is replaced atomically; the folder's exclusive lock makes the pair one
+    unit among concurrent writers, and ``csv_sha256`` in the metadata ties it to the table.
+    """
     path = Path(path)
     if path.suffix != ".csv":
         raise ValueError(f"results tables are .csv files, got {path}")
+    if not isinstance(frame, pd.DataFrame) or not isinstance(meta, dict):
+        raise TypeError(f"write_table({path}) needs a pandas DataFrame and a metadata dict, got "
+                        f"{type(frame).__name__} and {type(meta).__name__}")
+    text = frame.to_csv(index=False)
     meta = dict(meta)
     meta.setdefault("rows", len(frame))
     meta.setdefault("columns", [str(c) for c in frame.columns])
-    write_json(meta_path(path), meta)
-    atomic_write_text(path, frame.to_csv(index=False))
+    meta["csv_sha256"] = _sha256(text)
+    meta_text = dumps_strict(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent, exclusive=True):
+        atomic_write_text(meta_path(path), meta_text)
+        atomic_write_text(path, text)
     return path
 
 
@@ -187,10 +276,22 @@ def read_table(path: str | os.PathLike, *, how: str | None = None) -> tuple[pd.D
     if not path.exists():
         hint = f" Produce it with: {how}" if how else ""
         raise MissingResultsError(f"results file {path} does not exist.{hint}")
-    frame = pd.read_csv(path)
     mpath = meta_path(path)
-    meta = json.loads(mpath.read_text()) if mpath.exists() else {}
-    return frame, meta
+    with _folder_lock(path.parent, exclusive=False):
+        text = path.read_text()
+        meta_text = mpath.read_text() if mpath.exists() else None
+    try:
+        meta = json.loads(meta_text) if meta_text is not None else {}
+    except ValueError as err:
+        raise ResultsMismatchError(f"{mpath} is not valid JSON ({err}); regenerate the table"
+                                   + (f" with: {how}" if how else "")) from err
+    digest = meta.get("csv_sha256") if isinstance(meta, dict) else None
+    if digest is not None and digest != _sha256(text):
+        raise ResultsMismatchError(
+            f"{path} does not match its metadata {mpath.name} (the table's SHA-256 differs: "
+            "the two files come from different runs, or the table was edited by hand). "
+            "Regenerate them" + (f" with: {how}" if how else " with the command in the metadata"))
+    return pd.read_csv(io.StringIO(text)), meta
 
 
 def read_or_compute(
@@ -278,8 +379,7 @@ def provenance_markdown(paths: Iterable[str | os.PathLike], *, root: str | os.Pa
                 meta = json.loads(p.read_text()).get("metadata", {})
             except (ValueError, AttributeError):
                 meta = {}
-        versions = meta.get("versions", {})
-        vtxt = ", ".join(f"{k} {v}" for k, v in versions.items())
+        vtxt = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
         parts = [f"- `{shown}`"]
         if meta.get("created_utc"):
             parts.append(f"made {meta['created_utc']}")
@@ -287,10 +387,9 @@ def provenance_markdown(paths: Iterable[str | os.PathLike], *, root: str | os.Pa
             parts.append(f"on {meta['device']}")
         if meta.get("seed") is not None:
             parts.append(f"seed {meta['seed']}")
-        if meta.get("models"):
-            models = meta["models"]
-            shown_models = ", ".join(map(str, models[:6])) + (" ..." if len(models) > 6 else "")
-            parts.append(f"models: {shown_models}")
+        if models := meta.get("models"):
+            parts.append("models: " + ", ".join(map(str, models[:6]))
+                         + (" ..." if len(models) > 6 else ""))
         if vtxt:
             parts.append(vtxt)
         lines.append("; ".join(parts) + ".")

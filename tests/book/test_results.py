@@ -112,3 +112,77 @@ def test_record_skip_prints_records_and_reraises_other_errors(capsys):
     with pytest.raises(KeyError):
         record_skip(skipped, "x", KeyError("a bug, not a missing file"))
     assert len(skipped) == 1
+
+
+# --- the pair as one unit, strict metadata, killed writers ----------------------------------
+
+_WRITER = """
+import sys
+import pandas as pd
+from lielib.book.results import write_table
+path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    frame = pd.DataFrame({"writer": [who] * 50, "i": [i] * 50, "value": range(50)})
+    write_table(path, frame, {"writer": who, "i": i})
+"""
+
+
+def test_two_concurrent_writers_leave_a_consistent_pair(tmp_path):
+    """Two processes rewrite one table while this one reads it: every pair read matches."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "t.csv"
+    write_table(path, pd.DataFrame({"writer": ["none"], "i": [0], "value": [0]}),
+                {"writer": "none", "i": 0})
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), who, "60"])
+             for who in ("a", "b")]
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        frame, meta = read_table(path)
+        assert (frame["writer"] == meta["writer"]).all() and (frame["i"] == meta["i"]).all()
+        reads += 1
+        time.sleep(0.002)
+    assert all(p.wait() == 0 for p in procs)
+    frame, meta = read_table(path)
+    assert (meta["writer"], meta["i"]) == (frame["writer"][0], frame["i"][0])
+    assert meta["i"] == 59 and reads > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.meta.json"]
+
+
+def test_a_table_that_does_not_match_its_metadata_is_refused(tmp_path):
+    from lielib.book.results import ResultsMismatchError
+
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1, 2]}), {"seed": 0})
+    pd.DataFrame({"a": [1, 3]}).to_csv(path, index=False)  # replaced on its own
+    with pytest.raises(ResultsMismatchError, match="t.meta.json.*different runs.*make t"):
+        read_table(path, how="make t")
+
+
+def test_metadata_is_strict_json(tmp_path):
+    import math
+
+    import numpy as np
+
+    meta = {"accuracy": math.nan, "hi": math.inf, "lo": np.float32(-np.inf), "n": np.int64(3),
+            "nested": [{"x": float("nan")}], "ok": 0.5}
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1]}), meta)
+    text = meta_path(path).read_text()
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the metadata"))
+    assert back["accuracy"] is None and back["hi"] is None and back["lo"] is None
+    assert back["n"] == 3 and back["nested"] == [{"x": None}] and back["ok"] == 0.5
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".t.{dead.pid}.abc123.tmp.csv"
+    stale.write_text("half a table")
+    other = tmp_path / f".t.{os.getpid()}.live.tmp.csv"  # a live writer's: kept
+    other.write_text("in progress")
+    write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1]}), {})
+    assert not stale.exists() and other.exists()
