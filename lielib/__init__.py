@@ -2,7 +2,7 @@
 
 The public API::
 
-    from lielib import get_action, list_actions, lie_derivative, lee, layerwise_lee, Layout
+    from lielib import get_action, list_actions, lie_derivative, lee, sensitivity_ratio, layerwise_lee, Layout
 
 The core imports torch, numpy and pandas only; one concept per module:
 
@@ -10,7 +10,11 @@ The core imports torch, numpy and pandas only; one concept per module:
 * :mod:`lielib.sampling`: the bilinear sampler and its ``paper``/``central`` stencils.
 * :mod:`lielib.actions`: one-parameter groups acting on images, and their registry.
 * :mod:`lielib.tangents`: tangent images, batched over actions and layouts.
-* :mod:`lielib.lie`: ``lie_derivative``, ``lee``, ``measuring``, BatchNorm folding.
+* :mod:`lielib.prepare`: ``measuring`` (eval mode, unfused attention, restored), input
+  checks, BatchNorm folding.
+* :mod:`lielib.lie`: ``lie_derivative``, ``lee``, the batched JVP they share.
+* :mod:`lielib.sensitivity`: ``sensitivity_ratio``, the scale-free companion of LEE
+  (sensitivity along a transformation over that along phase-randomised references).
 * :mod:`lielib.selection`, :mod:`lielib.sites`, :mod:`lielib.decompose`: the layer-wise
   decomposition (which modules, their recorded calls, their contributions).
 * :mod:`lielib.metrics`, :mod:`lielib.fourier`: sample-based metrics, band-limited
@@ -24,6 +28,7 @@ from .actions import Action, get_action, list_actions
 from .decompose import layerwise_contributions, layerwise_lee, layerwise_shift_error
 from .layout import Layout, from_nchw, to_nchw
 from .lie import fold_batchnorm, lee, lie_derivative, lie_derivative_double_backward, measuring
+from .sensitivity import sensitivity_ratio
 
 __all__ = [
     "Action",
@@ -39,6 +44,7 @@ __all__ = [
     "lie_derivative_double_backward",
     "list_actions",
     "measuring",
+    "sensitivity_ratio",
     "to_nchw",
 ]
 

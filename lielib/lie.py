@@ -3,12 +3,16 @@
 ``L_G f(x) = d/dt rho_out(exp(-tG)) f(rho_in(exp(tG)) x)`` at ``t = 0``, computed by
 forward-mode AD (``torch.func.jvp``): the tangent of the input is the action's tangent
 image, and for image-like outputs the output's own tangent is subtracted.
+
+Every entry point measures a model (an ``nn.Module`` passed as ``f``) inside
+:func:`lielib.prepare.measuring` (eval mode, unfused attention, both restored on exit);
+``measuring``, ``flag_off`` and ``fold_batchnorm`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import numbers
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -17,11 +21,23 @@ from torch.func import jvp, vmap
 
 from .actions import Action, get_action, list_actions
 from .layout import Layout
+from .prepare import (
+    check_input,
+    flag_off,
+    fold_batchnorm,
+    measuring,
+    measuring_if_module,
+    tensor_output,
+)
 from .tangents import generator_coordinates, layout_tangent, layout_tangents, span_basis
 
 __all__ = [
     "OUTPUTS",
     "REDUCTIONS",
+    "action_list",
+    "batched_jvp",
+    "check_images_per_pass",
+    "combine",
     "flag_off",
     "fold_batchnorm",
     "lee",
@@ -30,6 +46,7 @@ __all__ = [
     "measuring",
     "output_fn",
     "reduce_classes",
+    "shared_derivatives",
 ]
 
 OUTPUTS = ("softmax", "log_softmax", "logits")
@@ -41,78 +58,40 @@ _CPU_IMAGES_PER_PASS = 12
 _GPU_IMAGES_PER_PASS = 256
 
 
-@contextlib.contextmanager
-def flag_off(model: nn.Module, flag: str) -> Iterator[nn.Module]:
-    """Set the boolean attribute ``flag`` of every module that has one to False; restore on exit.
-
-    Used for ``fused_attn`` (timm attention) and ``inplace`` (activations).
-    """
-    saved = {m: getattr(m, flag) for m in model.modules() if isinstance(getattr(m, flag, None), bool)}
-    try:
-        for m in saved:
-            setattr(m, flag, False)
-        yield model
-    finally:
-        for m, value in saved.items():
-            setattr(m, flag, value)
+def action_list(actions: str | Action | Sequence[str | Action] | None) -> list[Action]:
+    """Actions from ``None`` (all registered), one name or ``Action``, or a sequence of them."""
+    if actions is None:
+        names: list = list_actions()
+    elif isinstance(actions, (str, Action)):
+        names = [actions]
+    else:
+        names = list(actions)
+    if not names:
+        raise ValueError("actions is empty; pass None for every registered action")
+    return [get_action(a) for a in names]
 
 
-@contextlib.contextmanager
-def measuring(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with unfused attention; restore both on exit.
-
-    Fused attention (``F.scaled_dot_product_attention``) supports neither forward mode
-    nor double backward on the CPU. Modules that expose a ``fused_attn`` flag (timm's
-    attention blocks) are switched to the explicit softmax path while measuring.
-    """
-    training = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with flag_off(model, "fused_attn"):
-            yield model
-    finally:
-        for m, flag in training.items():
-            m.training = flag
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of an eval-mode ``model`` with each BatchNorm folded into the conv before it.
-
-    In eval mode ``BN(conv(x))`` is one affine convolution, so folding changes outputs
-    only by float rounding (about 1e-7 relative in float32) while removing a third of
-    the tangent work of a CNN. Traced with ``torch.fx``; returns ``model`` itself when
-    it has no BatchNorm or cannot be traced. The original model is never modified.
-    """
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    if model.training:
-        raise ValueError("fold_batchnorm needs a model in eval mode")
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        return fuse(model, inplace=False)
-    except Exception:  # noqa: BLE001  (untraceable models run unfolded)
-        return model
-
-
-def _shared_derivatives(acts: Sequence[Action], tau: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+def shared_derivatives(acts: Sequence[Action], tau: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     """Which actions need their own derivative, and every action in terms of those.
 
     A basis of the span of the generators (:func:`lielib.tangents.span_basis`); a
-    dependent action is accepted only if its tangent image equals the same combination
-    of the basis tangents up to float rounding, otherwise it gets its own derivative.
+    dependent action is accepted only if its tangent image ``tau`` ``(K, B, ...)`` equals
+    the same combination of the basis tangents up to float rounding of its dtype,
+    otherwise it gets its own derivative.
 
     Returns:
         ``independent`` action indices and ``coefficients`` ``(K, len(independent))``.
     """
     basis, coef = span_basis(generator_coordinates(acts))
     own = set(basis)
-    scale = tau.abs().amax().item()
+    t32 = tau.to(torch.promote_types(tau.dtype, torch.float32))
+    scale = t32.abs().amax().item()
+    rtol = max(1e-4, 8 * torch.finfo(tau.dtype).eps)
     for k in range(len(acts)):
         if k in own:
             continue
-        combo = torch.einsum("r,r...->...", coef[k].to(tau), tau[basis])
-        if not torch.allclose(combo, tau[k], rtol=1e-4, atol=1e-5 * scale):
+        combo = torch.einsum("r,r...->...", coef[k].to(t32), t32[basis])
+        if not torch.allclose(combo, t32[k], rtol=rtol, atol=rtol * 0.1 * scale):
             own.add(k)
     independent = sorted(own)
     out = torch.zeros(len(acts), len(independent), dtype=torch.float64)
@@ -123,6 +102,28 @@ def _shared_derivatives(acts: Sequence[Action], tau: torch.Tensor) -> tuple[list
             for r, b in enumerate(basis):
                 out[k, independent.index(b)] = coef[k, r]
     return independent, out
+
+
+def batched_jvp(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    *,
+    images_per_pass: int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``J_f(x_b) v_{d,b}`` for directions ``(D, B, ...)``: ``(D, B, ...)`` shaped like ``f``'s output.
+
+    Images go in passes of ``images_per_pass``; within a pass one primal evaluation is
+    shared by all ``D`` directions, which are ``vmap``-ed through one ``jvp``.
+    """
+    if images_per_pass is None:
+        budget = _CPU_IMAGES_PER_PASS if x.device.type == "cpu" else _GPU_IMAGES_PER_PASS
+        images_per_pass = max(1, budget // (1 + directions.shape[0]))
+    return torch.cat([
+        vmap(lambda v, xi=xi: jvp(f, (xi,), (v,))[1], chunk_size=chunk_size)(vi)
+        for xi, vi in zip(x.split(images_per_pass), directions.split(images_per_pass, dim=1))
+    ], dim=1)
 
 
 def lie_derivative(
@@ -142,7 +143,9 @@ def lie_derivative(
     left unchanged by spatial actions.
 
     Args:
-        f: a function of one tensor (a model, a layer, a composition).
+        f: a function of one tensor (a model, a layer, a composition). An ``nn.Module``
+            is measured in eval mode with unfused attention and restored afterwards; wrap
+            a function of a model in ``with measuring(model):`` for the same.
         x: its input, laid out as ``in_layout``.
         action: an action name (see :func:`lielib.list_actions`) or an ``Action``.
         stencil: ``"paper"`` or ``"central"`` (see :mod:`lielib.sampling`).
@@ -152,9 +155,10 @@ def lie_derivative(
     """
     action = get_action(action)
     in_layout = Layout.parse(in_layout)
-    with torch.no_grad():
+    x = check_input(x, "lie_derivative")
+    with measuring_if_module(f), torch.no_grad():
         v = layout_tangent(action, x, in_layout, stencil)
-        y, dy = jvp(f, (x,), (v,))
+        y, dy = jvp(lambda z: tensor_output(f(z), "lie_derivative"), (x,), (v,))
         if out_layout is not None:
             dy = dy - layout_tangent(action, y, Layout.parse(out_layout), stencil)
     return dy
@@ -172,12 +176,14 @@ def lie_derivative_double_backward(
     Reverse mode twice: with ``y = f(T_t x)`` and a dummy cotangent ``u``,
     ``g(u) = u^T dy/dt`` is linear in ``u``, and ``dg/du = dy/dt``. Costs one forward,
     one backward and one double-backward pass; kept as a reference and as the baseline
-    of ``python -m lielib.book.bench``. Input ``(B, C, H, W)``, invariant output.
+    of ``python -m lielib.book.bench``. Input ``(B, C, H, W)``, invariant output; an
+    ``nn.Module`` is measured as in :func:`lie_derivative`.
     """
     action = get_action(action)
-    with torch.enable_grad():
+    x = check_input(x, "lie_derivative_double_backward")
+    with measuring_if_module(f), torch.enable_grad():
         t = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
-        y = f(action.act(x, t, stencil=stencil))
+        y = tensor_output(f(action.act(x, t, stencil=stencil)), "lie_derivative_double_backward")
         u = torch.zeros_like(y, requires_grad=True)
         (g,) = torch.autograd.grad(y, t, u, create_graph=True)
         (dy,) = torch.autograd.grad(g, u, torch.ones_like(g))
@@ -206,10 +212,20 @@ def output_fn(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
     raise ValueError(f"unknown output {output!r}; use one of {OUTPUTS}")
 
 
+def check_images_per_pass(images_per_pass: object) -> None:
+    """Raise unless ``images_per_pass`` is None or a positive int."""
+    if images_per_pass is None:
+        return
+    if isinstance(images_per_pass, bool) or not isinstance(images_per_pass, numbers.Integral):
+        raise TypeError(f"images_per_pass must be a positive int or None, got {images_per_pass!r}")
+    if images_per_pass < 1:
+        raise ValueError("images_per_pass must be >= 1")
+
+
 def lee(
     model: nn.Module,
     x: torch.Tensor,
-    actions: Sequence[str | Action] | None = None,
+    actions: str | Action | Sequence[str | Action] | None = None,
     *,
     output: str = "softmax",
     reduce: str = "mean_abs",
@@ -239,11 +255,15 @@ def lee(
     BatchNorms are folded into the preceding convolutions (:func:`fold_batchnorm`):
     identical up to float rounding, and about 1.3x faster for ResNet-50.
 
+    Half-precision models (``float16``, ``bfloat16``) are measured in their dtype, with
+    tangent images computed in float32 and rounded to it.
+
     Args:
-        model: any classifier ``(B, ...) -> (B, num_classes)``; measured in eval mode
-            and restored afterwards.
+        model: any classifier ``(B, ...) -> (B, num_classes)`` returning a tensor;
+            measured in eval mode with unfused attention and restored afterwards.
         x: a batch of inputs in ``in_layout`` (``(B, C, H, W)`` by default).
-        actions: names or ``Action`` objects; all registered actions when ``None``.
+        actions: one name or ``Action``, a sequence of them, or ``None`` for all
+            registered actions.
         images_per_pass: images per forward-mode pass. ``None``: on a CPU as many as
             keep about a dozen primal and tangent images per pass, where a CPU runs
             fastest per image (ResNet-50: 0.19 s per image at 12, 0.27 s at 24); on
@@ -252,50 +272,46 @@ def lee(
     Returns:
         One row per image (index ``image``), one column per action.
     """
-    names = list_actions() if actions is None else list(actions)
-    if not names:
-        raise ValueError("actions is empty; pass None for every registered action")
-    acts = [get_action(a) for a in names]
+    acts = action_list(actions)
     in_layout = Layout.parse(in_layout)
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point torch.Tensor")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; check the data pipeline")
+    x = check_input(x, "lee")
     to_output = output_fn(output)
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
-    if images_per_pass is not None and images_per_pass < 1:
-        raise ValueError("images_per_pass must be >= 1")
+    check_images_per_pass(images_per_pass)
 
     with measuring(model), torch.no_grad():
         net = fold_batchnorm(model) if fold_bn else model
 
         def f(inp: torch.Tensor) -> torch.Tensor:
-            return to_output(net(inp))
+            return to_output(tensor_output(net(inp), "lee"))
 
         tau = layout_tangents(acts, x, in_layout, stencil)  # (K, B, ...)
-        independent, coefficients = _shared_derivatives(acts, tau) if share else (
+        independent, coefficients = shared_derivatives(acts, tau) if share else (
             list(range(len(acts))), torch.eye(len(acts), dtype=torch.float64))
-        tau = tau[independent]
-        if images_per_pass is None:
-            budget = _CPU_IMAGES_PER_PASS if x.device.type == "cpu" else _GPU_IMAGES_PER_PASS
-            images_per_pass = max(1, budget // (1 + len(independent)))
-        d_basis = torch.cat([
-            vmap(lambda v, xi=xi: jvp(f, (xi,), (v,))[1], chunk_size=chunk_size)(ti)
-            for xi, ti in zip(x.split(images_per_pass), tau.split(images_per_pass, dim=1))
-        ], dim=1)
-        d = torch.einsum("kr,r...->k...", coefficients.to(d_basis), d_basis)
-    if d.ndim != 3:
-        raise ValueError(
-            f"lee needs a classifier output (B, num_classes), got shape {tuple(d.shape[1:])}; "
-            "use lie_derivative with out_layout for image-like outputs"
-        )
+        d_basis = batched_jvp(f, x, tau[independent], images_per_pass=images_per_pass,
+                              chunk_size=chunk_size)
+        d = combine(coefficients, d_basis)
     values = reduce_classes(d, reduce)  # (K, B)
-    if not torch.isfinite(values).all():
-        raise FloatingPointError(
-            "the Lie derivative is not finite; the model produced NaN/inf outputs or derivatives"
-        )
     columns = [a.name for a in acts]
     frame = pd.DataFrame(values.T.double().cpu().numpy(), columns=columns)
     frame.index.name = "image"
     return frame
+
+
+def combine(coefficients: torch.Tensor, d_basis: torch.Tensor) -> torch.Tensor:
+    """Every action's derivative ``(K, B, num_classes)`` from the basis derivatives; checked.
+
+    Computed in at least float32 (half-precision derivatives are promoted).
+    """
+    if d_basis.ndim != 3:
+        raise ValueError(
+            f"lee needs a classifier output (B, num_classes), got shape {tuple(d_basis.shape[2:])}; "
+            "use lie_derivative with out_layout for image-like outputs"
+        )
+    d_basis = d_basis.to(torch.promote_types(d_basis.dtype, torch.float32))
+    if not torch.isfinite(d_basis).all():
+        raise FloatingPointError(
+            "the Lie derivative is not finite; the model produced NaN/inf outputs or derivatives"
+        )
+    return torch.einsum("kr,r...->k...", coefficients.to(d_basis), d_basis)

@@ -1,5 +1,7 @@
 """lie_derivative and lee: finite differences, known answers, timm families, bad input."""
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -264,3 +266,121 @@ def test_shared_derivatives_with_a_token_layout():
     torch.testing.assert_close(shared.to_numpy(), own.to_numpy(), rtol=1e-10, atol=1e-12)
     ref = lie_derivative(net, x, "rotate", in_layout=layout).abs().mean(-1)
     torch.testing.assert_close(torch.tensor(shared["rotate"].to_numpy()), ref)
+
+
+# Every entry point prepares the model as lee does, and rejects bad input clearly.
+
+
+def fused_vit(train: bool):
+    model = tiny_timm("test_vit", img_size=32)
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = True
+        if isinstance(m, nn.Dropout):
+            m.p = 0.5
+    return model.train(train)
+
+
+def softmax_of(model):
+    return lambda z: model(z).softmax(-1)
+
+
+@pytest.mark.parametrize("entry", [lie_derivative, lie_derivative_double_backward])
+def test_entry_points_measure_a_fused_train_mode_vit_in_eval_mode(entry):
+    model = fused_vit(train=True)
+    x = image(b=1, h=32, w=32, dtype=torch.float32, seed=5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = entry(model, x, "rotate")
+    second = entry(model, x, "rotate")
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # no dropout
+    with measuring(model):
+        expected = lie_derivative(model, x, "rotate")
+    torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-7)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("entry", [lie_derivative, lie_derivative_double_backward])
+def test_entry_points_leave_batchnorm_statistics_alone(entry):
+    model = timm.create_model("test_resnet", num_classes=5).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = image(b=2, h=32, w=32, dtype=torch.float32, seed=2)
+    out = entry(model, x, "translate_x")
+    assert torch.isfinite(out).all() and out.abs().max() > 0
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.training
+
+
+class TupleNet(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.fc = kind, nn.Linear(3 * 9 * 9, 4).double()
+
+    def forward(self, x):
+        z = self.fc(x.flatten(1))
+        return (z, z) if self.kind == "tuple" else {"logits": z}
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_models_that_return_containers_get_a_clear_error(kind):
+    net, x = TupleNet(kind), image()
+    for call in (lambda: lee(net, x, "rotate"), lambda: lie_derivative(net, x, "rotate"),
+                 lambda: lie_derivative_double_backward(net, x, "rotate")):
+        with pytest.raises(TypeError, match=f"returned a {kind}.*logits tensor"):
+            call()
+
+
+def test_bad_batches_and_arguments_get_clear_errors():
+    f = smooth_net()
+    x = image()
+    f(x)
+    for call in (lambda z: lee(f, z, "rotate"), lambda z: lie_derivative(f, z, "rotate"),
+                 lambda z: lie_derivative_double_backward(f, z, "rotate")):
+        with pytest.raises(ValueError, match="empty batch"):
+            call(x[:0])
+        bad = x.clone()
+        bad[1, 2, 3, 4] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            call(bad)
+    with pytest.raises(TypeError, match="images_per_pass must be a positive int"):
+        lee(f, x, "rotate", images_per_pass=2.5)
+    with pytest.raises(TypeError, match="images_per_pass must be a positive int"):
+        lee(f, x, "rotate", images_per_pass=True)
+
+
+def test_a_single_action_name_is_one_action():
+    f = smooth_net()
+    x = image()
+    f(x)
+    frame = lee(f, x, "rotate")
+    assert list(frame.columns) == ["rotate"]
+    assert list(lee(f, x, get_action("scale")).columns) == ["scale"]
+
+
+def test_expanded_input_is_measured_like_a_copy():
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    one = image(b=1, h=32, w=32, dtype=torch.float32, seed=8)
+    wide = one.expand(3, -1, -1, -1)
+    frame = lee(model, wide, ["translate_x", "rotate"])
+    ref = lee(model, wide.contiguous(), ["translate_x", "rotate"])
+    assert frame.equals(ref)
+    torch.testing.assert_close(lie_derivative(model, wide, "rotate"),
+                               lie_derivative(model, wide.contiguous(), "rotate"))
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float16, 0.05), (torch.bfloat16, 0.3)])
+def test_half_precision_models_match_float32(dtype, rtol):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=5).eval()
+    x = image(b=2, h=32, w=32, dtype=torch.float32, seed=3)
+    actions = ["translate_x", "rotate", "saturate"]
+    ref = lee(model, x, actions)
+    half = copy.deepcopy(model).to(dtype)
+    torch.testing.assert_close(lee(half, x.to(dtype), actions).to_numpy(), ref.to_numpy(),
+                               rtol=rtol, atol=0)
+    d = lie_derivative(softmax_of(half), x.to(dtype), "rotate")
+    assert d.dtype == dtype
+    expected = lie_derivative(softmax_of(model), x, "rotate")
+    torch.testing.assert_close(d.float().norm(dim=-1), expected.norm(dim=-1), rtol=rtol, atol=0)
