@@ -3,8 +3,10 @@
 End to end: ``lee`` (all actions share one primal pass, tangents batched with ``vmap``,
 one derivative per basis element of the generators' span; also timed without that
 sharing) against a paper-style baseline (one double-backward JVP per action and per image,
-batch 1), on the same images, in the same run. Layer-wise: the exact decomposition
-against the 100-probe estimator (``--layerwise``).
+batch 1), on the same images, in the same run; and the sensitivity ratio
+(:func:`lielib.sensitivity_ratio`, ``--references`` shared references per image) against
+``lee``. Layer-wise: the exact decomposition against the 100-probe estimator
+(``--layerwise``).
 
 Reported: seconds per image, the ratio, and *forward passes per action*
 (time / (K x one plain forward pass)), whose floor is about (1 + K) / K.
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from lielib import lee, lie_derivative_double_backward, measuring
+from lielib import lee, lie_derivative_double_backward, measuring, sensitivity_ratio
 from lielib.lie import reduce_classes
 
 from .results import metadata, write_json
@@ -66,9 +68,16 @@ def bench_end_to_end(
     repeats: int = 2,
     seed: int = 0,
     device: str = "cpu",
+    references: int = 8,
 ) -> dict:
-    """Time lielib's ``lee`` and the paper-style baseline on one timm model."""
+    """Time lielib's ``lee``, the paper-style baseline and the sensitivity ratio on one timm model.
+
+    ``sensitivity_over_lee`` is the time of :func:`lielib.sensitivity_ratio` (``references``
+    shared references per image, raw LEE from the same pass) over ``lee``'s.
+    """
     import timm
+
+    _check_counts(images=images, repeats=repeats, references=references)
 
     kwargs = {"img_size": size} if "vit" in model_name else {}
     with torch.random.fork_rng(devices=[]):  # timm initialises from the global RNG
@@ -83,6 +92,12 @@ def bench_end_to_end(
     t_ours = _best_of(lambda: lee(model, x, ACTIONS), repeats) / images
     # the same without sharing derivatives across the span of the generators (6 JVPs, not 5)
     t_unshared = _best_of(lambda: lee(model, x, ACTIONS, share=False), 1) / images
+    rho_frame = sensitivity_ratio(model, x, ACTIONS, references=references)  # warm up
+    t_rho = _best_of(lambda: sensitivity_ratio(model, x, ACTIONS, references=references),
+                     repeats) / images
+    rho_lee = rho_frame.pivot(index="image", columns="action", values="lee")[ACTIONS]
+    rho_lee_agrees = bool(torch.allclose(torch.tensor(rho_lee.to_numpy()),
+                                         torch.tensor(ours_frame.to_numpy()), rtol=1e-4, atol=1e-9))
     # the baseline costs minutes per model: one timed run over all images, whose values
     # are also the reference for the agreement check
     _sync()
@@ -108,7 +123,23 @@ def bench_end_to_end(
         "lielib_forward_passes_per_action": t_ours / (k * t_forward),
         "paper_style_forward_passes_per_action": t_paper / (k * t_forward),
         "values_agree": bool(agree),
+        "references": references,
+        "sensitivity_s_per_image": t_rho,
+        "sensitivity_over_lee": t_rho / t_ours,
+        "sensitivity_lee_agrees": rho_lee_agrees,
+        "rho_mean": float(rho_frame["rho"].mean()),
+        "rho_se_over_rho_median": float((rho_frame["rho_se"] / rho_frame["rho"]).median()),
     }
+
+
+def _check_counts(**counts: int) -> None:
+    """Positive integers only: a count of 0 makes no timing (and divides by zero)."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        minimum = 2 if name == "references" else 1
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,12 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--references", type=int, default=8,
+                        help="shared references per image of the sensitivity ratio")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--layerwise", action="store_true", help="also time layer-wise exact vs probes")
     parser.add_argument("--skip-end-to-end", action="store_true")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    for name in ("images", "repeats", "size", "references"):
+        minimum = 2 if name == "references" else 1
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -130,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     if not args.skip_end_to_end:
         print("| model | px | paper-style s/img | lielib s/img | speedup | fwd passes/action "
-              "(paper, lielib) | lielib unshared s/img |")
-        print("|---|---|---|---|---|---|---|")
+              "(paper, lielib) | lielib unshared s/img | sensitivity ratio s/img (x lee) |")
+        print("|---|---|---|---|---|---|---|---|")
         for name in args.models:
             r = bench_end_to_end(
-                name, images=args.images, size=args.size, repeats=args.repeats, device=args.device
+                name, images=args.images, size=args.size, repeats=args.repeats, device=args.device,
+                references=args.references,
             )
             rows.append(r)
             print(
@@ -142,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['lielib_s_per_image']:.3f} | {r['speedup']:.1f}x | "
                 f"{r['paper_style_forward_passes_per_action']:.1f}, "
                 f"{r['lielib_forward_passes_per_action']:.1f} | "
-                f"{r['lielib_unshared_s_per_image']:.3f} |"
-                + ("" if r["values_agree"] else "  (VALUES DIFFER)"),
+                f"{r['lielib_unshared_s_per_image']:.3f} | "
+                f"{r['sensitivity_s_per_image']:.3f} ({r['sensitivity_over_lee']:.2f}x) |"
+                + ("" if r["values_agree"] and r["sensitivity_lee_agrees"] else "  (VALUES DIFFER)"),
                 flush=True,
             )
     if args.layerwise:
