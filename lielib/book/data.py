@@ -16,7 +16,6 @@ images for every model.
 from __future__ import annotations
 
 import csv
-import gzip
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -26,10 +25,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .idx import DataFileError, read_idx
 from .paths import ROOT, NotAvailableError
 
 __all__ = [
     "IDX_DATASETS",
+    "DataFileError",
     "DatasetNotFoundError",
     "ImageBatch",
     "ImageNetSubset",
@@ -74,12 +75,20 @@ _HOW_TO_GET = {
         "folder (or its parent holding val/)."
     ),
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 class DatasetNotFoundError(NotAvailableError, FileNotFoundError):
     """A dataset is missing from the data root; the message says how to obtain it."""
+
+
+def _fix(dataset: str | None) -> str:
+    return (f"Replace the file: {_HOW_TO_GET[dataset]}" if dataset in _HOW_TO_GET
+            else "Replace or remove the file.")
+
+
+def _bad_file(path: Path, what: str, dataset: str | None = None) -> DataFileError:
+    return DataFileError(f"{path}: {what}. {_fix(dataset)}")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -99,21 +108,6 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 def _missing(what: str, path: Path, detail: str = "") -> DatasetNotFoundError:
     msg = f"{what} not found at {path}{detail}. {_HOW_TO_GET[what]} {_ROOT_HINT}"
     return DatasetNotFoundError(msg)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Parse one gzipped idx file: magic ``0 0 dtype ndim``, ``ndim`` big-endian int32 sizes."""
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4]!r}).")
-    ndim = raw[3]
-    shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values.")
-    return data.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
 
 
 def load_idx(
@@ -143,13 +137,19 @@ def load_idx(
     absent = [p.name for p in paths if not p.is_file()]
     if absent:
         raise _missing(name, folder, f" (missing {', '.join(absent)})")
-    images, labels = (_read_idx(p) for p in paths)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
-            f"{folder}: images {images.shape} and labels {labels.shape} do not match "
-            "(expected (N, 28, 28) and (N,))."
-        )
-    return torch.from_numpy(images.astype(np.uint8)), torch.from_numpy(labels.astype(np.int64))
+    images, labels = (read_idx(p, _fix(name)) for p in paths)
+    problems = [
+        (images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8, paths[0],
+         f"holds {images.dtype} images of shape {images.shape}, not uint8 (N, 28, 28)"),
+        (labels.ndim != 1 or labels.dtype != np.uint8, paths[1],
+         f"holds {labels.dtype} labels of shape {labels.shape}, not uint8 (N,)"),
+        (len(images) != len(labels), paths[1], f"holds {len(labels)} labels for {len(images)} images"),
+        (labels.size and labels.max() > 9, paths[1], "holds labels outside 0..9"),
+    ]
+    for bad, path, what in problems:
+        if bad:
+            raise _bad_file(path, what, name)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
 # --------------------------------------------------------------------------- images
@@ -233,8 +233,13 @@ def _load_images(paths: Sequence[Path], transform: Callable, channels: int) -> t
     mode = "L" if channels == 1 else "RGB"
     out = []
     for path in paths:
-        with Image.open(path) as img:
-            out.append(transform(img.convert(mode)))
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode now: a truncated file fails here, not in the transform
+                out.append(transform(img.convert(mode)))
+        except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
+            raise _bad_file(Path(path), f"is not a readable image ({type(err).__name__}: "
+                            f"{err})") from err
     return torch.stack(out)
 
 

