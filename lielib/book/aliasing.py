@@ -36,16 +36,43 @@ from .models import model_family
 from .paths import ROOT, NotAvailableError, cache_dir
 from .results import metadata, record_skip, write_table
 
-__all__ = ["ACTIONS", "MissingTwinError", "blur_checkpoint", "main", "run", "train_blur_twin"]
+__all__ = ["ACTIONS", "EXPERIMENTS", "MissingTwinError", "NothingMeasuredError", "blur_checkpoint",
+           "main", "run", "train_blur_twin"]
 
 ACTIONS = ("translate_x", "rotate", "scale", "hyperbolic_rotate", "saturate")
+EXPERIMENTS = ("layerwise", "methods", "antialias")
 DEFAULT_IMAGENET = ("tf_efficientnet_lite0",)
-DEFAULT_ZOO = ("resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small", "vit_p4",
-               "vit_p8", "deit_p4", "mixer_p4", "mixer_p8")
+DEFAULT_ZOO = ("resnet-large", "convnext-small", "mobilenetv3-small", "vit-small", "vit-large",
+               "deit-small", "mixer-small", "mixer-large")
 
 
 class MissingTwinError(NotAvailableError, FileNotFoundError):
     """The anti-aliased twin has not been trained on this machine (the message says how)."""
+
+
+class NothingMeasuredError(RuntimeError):
+    """Every model was skipped, so no table was written; the message lists the reasons."""
+
+
+def _check_args(zoo_models, actions, only, counts: dict[str, int], antialias) -> None:
+    from lielib import get_action
+
+    from . import zoo
+
+    unknown = [o for o in only if o not in EXPERIMENTS]
+    if not only or unknown:
+        raise ValueError(f"only= must name experiments from {EXPERIMENTS}, got {list(only)}")
+    if not actions:
+        raise ValueError(f"no actions given; choose from {ACTIONS} (or lielib.list_actions())")
+    for a in actions:
+        get_action(a)  # raises, naming the available actions
+    names = zoo.zoo_names()
+    bad = [n for n in [*zoo_models, *([antialias[0]] if antialias else [])] if n not in names]
+    if bad:
+        raise ValueError(f"unknown zoo models {bad}; the zoo has: {', '.join(names)}")
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive integer, got {n!r}")
 
 
 def _imagenet(name: str, n: int, seed: int):
@@ -122,30 +149,26 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
 
 def blur_checkpoint(zoo_name: str, blur_arch: str) -> Path:
     """Where the anti-aliased twin trained with the zoo's recipe is cached."""
-    return cache_dir("aliasing", f"{blur_arch}-{zoo_name}.pt")
+    return cache_dir("aliasing", f"{blur_arch}-{zoo_name}", "final.pt")
 
 
-def train_blur_twin(zoo_name: str = "resnet18", blur_arch: str = "resnetblur18",
+def train_blur_twin(zoo_name: str = "resnet-large", blur_arch: str = "resnetblur18",
                     *, progress: bool = True) -> Path:
-    """Train ``blur_arch`` with the zoo entry ``zoo_name``'s recipe, budget and seed."""
+    """Train ``blur_arch`` with the zoo entry ``zoo_name``'s recipe, budget and seed.
+
+    The twin goes through :func:`lielib.book.zoo_train.train_entry` (one recipe, the same
+    steps and data), its checkpoints to ``<cache>/aliasing/<blur_arch>-<zoo_name>/``.
+    """
     import dataclasses
-    import os
-    import tempfile
 
     from . import zoo
-    from .train import fashion_mnist, test_subset, train_model
+    from .zoo_train import fashion_mnist, train_entry
 
-    entry = dataclasses.replace(zoo.get_entry(zoo_name), name=f"{zoo_name}-blur", arch=blur_arch)
-    train, test = fashion_mnist("train"), fashion_mnist("test")
-    keep = test_subset(len(test[0]), 2000)
-    model, record = train_model(entry, train, (test[0][keep], test[1][keep]), progress=progress)
-    path = blur_checkpoint(zoo_name, blur_arch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save({"model": model.state_dict(), "record": record}, tmp)
-    os.replace(tmp, path)
-    return path
+    entry = dataclasses.replace(zoo.get_entry(zoo_name), name=f"{blur_arch}-{zoo_name}",
+                                arch=blur_arch)
+    train_entry(entry, fashion_mnist("train"), fashion_mnist("test"), progress=progress,
+                cache=cache_dir("aliasing"))
+    return blur_checkpoint(zoo_name, blur_arch)
 
 
 def _create(arch: str, record: dict, state: dict):
@@ -177,8 +200,9 @@ def _antialias(zoo_name: str, blur_arch: str, n: int, n_acc: int, actions, seed,
                 ("blurpool_inserted", f"{blur_arch} (zoo:{zoo_name} weights)", blur)]
     ckpt = blur_checkpoint(zoo_name, blur_arch)
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
-        trained = _create(blur_arch, record, state)
+        from .training import load_checkpoint
+
+        trained = _create(blur_arch, record, load_checkpoint(ckpt)["model"])
         variants.append(("blurpool_trained", f"{blur_arch} (trained, zoo recipe)", trained))
     else:
         record_skip(skipped, f"antialias blurpool_trained ({blur_arch})", MissingTwinError(
@@ -213,12 +237,19 @@ def run(
     num_photos: int = 2,
     num_zoo_images: int = 8,
     num_probes: int = 100,
-    methods_models: tuple[str, ...] = ("zoo:resnet18", "tf_efficientnet_lite0"),
-    antialias: tuple[str, str] | None = ("resnet18", "resnetblur18"),
+    methods_models: tuple[str, ...] = ("zoo:resnet-large", "tf_efficientnet_lite0"),
+    antialias: tuple[str, str] | None = ("resnet-large", "resnetblur18"),
     seed: int = 0,
-    only: tuple[str, ...] = ("layerwise", "methods", "antialias"),
+    only: tuple[str, ...] = EXPERIMENTS,
 ) -> list[Path]:
-    """Run the experiments and write the tables; returns the written paths."""
+    """Run the experiments and write the tables; returns the written paths.
+
+    Raises:
+        ValueError: an unknown experiment, action or zoo model, or a count below 1.
+        NothingMeasuredError: every model was skipped (the reasons are in the message).
+    """
+    _check_args(zoo_models, actions, only, {"num_photos": num_photos, "num_probes": num_probes,
+                                            "num_zoo_images": num_zoo_images}, antialias)
     out = Path(out) if out is not None else ROOT / "results" / "aliasing"
     command = " ".join(["python -m lielib.book.aliasing", *sys.argv[1:]]) if sys.argv[0].endswith(
         "aliasing.py") else "python -m lielib.book.aliasing"
@@ -249,33 +280,49 @@ def run(
             meta = metadata(models=sorted(df.model.unique()), **common)
             written.append(write_table(out / "antialias.csv", df, meta))
             written.append(write_table(out / "antialias_summary.csv", summary, meta))
+    if not written:
+        reasons = "\n  ".join(skipped) or "no model was selected for the experiments asked"
+        raise NothingMeasuredError(f"nothing measured, no table written to {out}; "
+                                   f"skipped:\n  {reasons}")
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Layer-wise aliasing experiments -> results/aliasing")
     ap.add_argument("--imagenet", nargs="*", default=list(DEFAULT_IMAGENET),
                     help="ImageNet models (load_model names), measured on the offline photos")
     ap.add_argument("--zoo", nargs="*", default=list(DEFAULT_ZOO), help="trained zoo models")
-    ap.add_argument("--actions", nargs="*", default=list(ACTIONS))
+    ap.add_argument("--actions", nargs="+", default=list(ACTIONS))
     ap.add_argument("--num-photos", type=int, default=2)
     ap.add_argument("--num-zoo-images", type=int, default=8)
     ap.add_argument("--num-probes", type=int, default=100)
-    ap.add_argument("--only", nargs="*", default=["layerwise", "methods", "antialias"])
+    ap.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-blur", action="store_true",
                     help="first train resnetblur18 with the zoo's resnet18 recipe (minutes)")
     a = ap.parse_args(argv)
+    kwargs = {"imagenet": tuple(a.imagenet), "zoo_models": tuple(a.zoo),
+              "actions": tuple(a.actions), "num_photos": a.num_photos,
+              "num_zoo_images": a.num_zoo_images, "num_probes": a.num_probes, "seed": a.seed,
+              "only": tuple(a.only)}
+    try:
+        _check_args(kwargs["zoo_models"], kwargs["actions"], kwargs["only"],
+                    {k: kwargs[k] for k in ("num_photos", "num_probes", "num_zoo_images")},
+                    ("resnet-large", "resnetblur18"))
+    except ValueError as err:
+        ap.error(str(err))
     if a.train_blur:
         print(train_blur_twin())
-    paths = run(a.out, imagenet=tuple(a.imagenet), zoo_models=tuple(a.zoo),
-                actions=tuple(a.actions), num_photos=a.num_photos,
-                num_zoo_images=a.num_zoo_images, num_probes=a.num_probes, seed=a.seed,
-                only=tuple(a.only))
+    try:
+        paths = run(a.out, **kwargs)
+    except NothingMeasuredError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for p in paths:
         print(p)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

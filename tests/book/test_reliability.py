@@ -42,3 +42,39 @@ def test_committed_results_json_is_strict_json():
 def test_the_strict_parser_refuses_nan():
     with pytest.raises(ValueError, match="NaN"):
         json.loads('{"accuracy": NaN}', parse_constant=_refuse)
+
+
+# --- python -m lielib.book.aliasing refuses to do nothing quietly ----------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--zoo", "nope"], "unknown zoo models"),
+        (["--only", "layerwise", "methds"], "invalid choice"),
+        (["--num-zoo-images", "0"], "num_zoo_images must be a positive integer"),
+        (["--actions"], "expected at least one argument"),
+        (["--actions", "spin"], "unknown action 'spin'"),
+    ],
+    ids=["zoo-typo", "only-typo", "no-images", "actions-empty", "actions-typo"],
+)
+def test_aliasing_cli_rejects_bad_arguments(argv, needle, capsys):
+    from lielib.book import aliasing
+
+    with pytest.raises(SystemExit) as err:
+        aliasing.main(argv)
+    assert err.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_aliasing_fails_when_every_model_is_skipped(tmp_path, monkeypatch, capsys):
+    from lielib.book import aliasing, zoo
+
+    assert set(aliasing.DEFAULT_ZOO) <= set(zoo.zoo_names())
+    monkeypatch.setenv("LIELIB_CACHE", str(tmp_path / "cache"))  # no checkpoints here
+    argv = ["--imagenet", "--zoo", "resnet-small", "--only", "layerwise", "--out",
+            str(tmp_path / "out")]
+    assert aliasing.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nothing measured" in err and "zoo:resnet-small: MissingCheckpointError" in err
+    assert not (tmp_path / "out").exists()
