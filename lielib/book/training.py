@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .results import remove_stale_temporaries
+
 __all__ = [
     "CheckpointError",
     "accuracy",
@@ -200,7 +202,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             return type(obj)(cpu(v) for v in obj)
         return obj
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}."  # + the writer's pid: a killed writer's file is removed later
+    remove_stale_temporaries(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(cpu(state), tmp)

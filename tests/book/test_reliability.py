@@ -78,3 +78,75 @@ def test_aliasing_fails_when_every_model_is_skipped(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "nothing measured" in err and "zoo:resnet-small: MissingCheckpointError" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- a killed training run leaves the old result or the new one ------------------------------
+
+_DRIVER = """
+import sys
+import torch
+from lielib.book import zoo, zoo_train
+zoo._BY_NAME["tiny"] = zoo.ZooEntry("tiny", "resnet10t", "cnn", "resnet", "small", n_train=96)
+gen = torch.Generator().manual_seed(0)
+x, y = torch.randn(96, 1, 32, 32, generator=gen), torch.randint(0, 10, (96,), generator=gen)
+data = {"train": (x, y), "test": (x[:40], y[:40])}
+zoo_train.fashion_mnist = lambda split, root=None: data[split]
+sys.exit(zoo_train.main(["--only", "tiny", "--steps", "6", "--cache", sys.argv[1],
+                         "--results", sys.argv[2], "--no-progress"]))
+"""
+_TIMINGS = {"train_time_s"}
+
+
+def _train(folder: Path, *, kill_after: float | None = None) -> float:
+    """Run the driver; SIGKILL it after ``kill_after`` seconds. Returns the seconds it ran."""
+    import sys
+    import time
+
+    cmd = [sys.executable, "-c", _DRIVER, str(folder / "cache"), str(folder / "results")]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=kill_after if kill_after is not None else 120)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.communicate()
+        return time.perf_counter() - start
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return time.perf_counter() - start
+
+
+def _outcome(folder: Path) -> tuple:
+    import torch
+
+    from lielib.book.results import read_json, read_table
+    from lielib.book.training import load_checkpoint
+
+    run = read_json(folder / "results" / "models" / "tiny.json")
+    record = {k: v for k, v in run["record"].items() if k not in _TIMINGS}
+    table, _ = read_table(folder / "results" / "accuracy.csv")
+    state = load_checkpoint(folder / "cache" / "tiny" / "final.pt")["model"]
+    return (record, run["curve"], run["snapshots"],
+            table.drop(columns=sorted(_TIMINGS)),
+            {k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+
+
+def test_training_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    import random
+
+    import pandas as pd
+    import torch
+
+    reference = tmp_path / "reference"
+    full = _train(reference)
+    interrupted = tmp_path / "interrupted"
+    rng = random.Random(0)
+    for _ in range(3):
+        _train(interrupted, kill_after=rng.uniform(0.4, 1.0) * full)
+    _train(interrupted)
+    want, got = _outcome(reference), _outcome(interrupted)
+    assert got[:3] == want[:3]
+    pd.testing.assert_frame_equal(got[3], want[3])
+    assert got[4].keys() == want[4].keys()
+    assert all(torch.equal(got[4][k], want[4][k]) for k in want[4])
+    leftovers = [p for p in interrupted.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
