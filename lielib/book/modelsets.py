@@ -176,14 +176,19 @@ def load_subject(
     check_model(set_name, model, root=data_root)
     if set_name in ("zoo", "zoo-init"):
         entry = zoo.get_entry(model)
+        # zoo-init: the step-0 snapshot, BatchNorm statistics re-estimated on training
+        # images (the function training starts from, not timm's default statistics)
+        step = None if set_name == "zoo" else 0
+        net, record = zoo.load_trained(model, step=step)
         if set_name == "zoo":
-            net, record = zoo.load_trained(model)
-            info = {"accuracy": record["test_acc"], "accuracy_kind": "fashion-mnist test",
-                    "budget": record["budget"], "checkpoint": str(zoo.checkpoint_path(model))}
-        else:
-            net = zoo.create(entry, seed=0).eval()
-            info = {"accuracy": math.nan, "accuracy_kind": "initialisation",
-                    "budget": "init", "init_seed": 0}
+            from .paths import ROOT
+            from .results import read_json
+
+            record = read_json(ROOT / "results" / "zoo" / "models" / f"{model}.json")["record"]
+        info = {"accuracy": record["test_acc"] if set_name == "zoo" else math.nan,
+                "accuracy_kind": "fashion-mnist test" if set_name == "zoo" else "initialisation",
+                "condition": entry.condition, "init_seed": record["seed"],
+                "checkpoint": str(zoo.checkpoint_path(model, step=step))}
         x, idx = _fashion_images(n_images, seed, data_root)
         info |= {"arch": entry.arch, "family": model_family(entry.arch),
                  "model_kwargs": json.dumps(entry.model_kwargs(), sort_keys=True),
@@ -234,21 +239,27 @@ def measure(
     seed: int = 0,
     device: Any = "cpu",
     chunk_size: int | None = None,
+    references: int = 8,
 ) -> pd.DataFrame:
-    """LEE per action and the sample-based metrics, one row per image.
+    """LEE and the sensitivity ratio per action, and the sample-based metrics, per image.
 
-    ``lee_<a> = mean_c |L_a p_c(x)|`` (softmax outputs, the paper's code); metrics:
+    ``lee_<a> = mean_c |L_a p_c(x)|`` (softmax outputs, the paper's code) and
+    ``rho_<a>``, its scale-free companion (:func:`lielib.sensitivity_ratio`, ``references``
+    phase-randomised directions, from the same pass); metrics:
     shift consistency over shifts ``0..H/8`` px, EQ-T / EQ-T_frac (shifts up to 1/8 of
     the size) and EQ-R (full circle) in dB, and finite-difference invariance rates along
     ``translate_x`` (``|t| <= 1`` px) and ``rotate`` (``|t| <= 5`` degrees).
     """
-    from .. import lee
     from .. import metrics as M
+    from .. import sensitivity_ratio
 
     net = subject.model.to(device)
     x = subject.images.to(device)
-    values = lee(net, x, list(actions), chunk_size=chunk_size)
-    frame = values.add_prefix("lee_").reset_index(drop=True)
+    tidy = sensitivity_ratio(net, x, list(actions), references=references, seed=seed,
+                             chunk_size=chunk_size)
+    wide = tidy.pivot(index="image", columns="action", values=["lee", "rho"])
+    frame = pd.concat([wide["lee"][list(actions)].add_prefix("lee_"),
+                       wide["rho"][list(actions)].add_prefix("rho_")], axis=1).reset_index(drop=True)
     if metrics:
         h, w = x.shape[-2:]
         parts = [
@@ -290,15 +301,17 @@ def preflight(set_name: str, models: list[str]) -> None:
     """
     from . import zoo
 
-    if set_name != "zoo":
+    if set_name not in ("zoo", "zoo-init"):
         return
-    missing = [m for m in models if not zoo.checkpoint_path(m).is_file()]
+    step = None if set_name == "zoo" else 0
+    missing = [m for m in models if not zoo.checkpoint_path(m, step=step).is_file()]
     if missing:
         only = f" --only {' '.join(missing)}" if len(missing) < len(zoo.ZOO) else ""
         raise zoo.MissingCheckpointError(
             f"no trained checkpoint in {zoo.cache_dir()} for {', '.join(missing)}. Train them "
-            f"with `python -m lielib.book.train --zoo{only}` (one CPU thread, about 40 minutes for "
-            "the whole zoo), or set LIELIB_CACHE to the folder that holds zoo/<model>.pt."
+            f"with `python -m lielib.book.zoo_train{only}` (`--workers 2`: about 3 hours for the "
+            "whole zoo on two cores), or set LIELIB_CACHE to the folder that holds "
+            "zoo/<model>/final.pt."
         )
 
 

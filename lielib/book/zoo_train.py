@@ -187,7 +187,8 @@ def train_entry(entry: zoo.ZooEntry | str, train: tuple[torch.Tensor, torch.Tens
                       "bn_layers": n_bn})
         name = "final.pt" if final else f"step{step:04d}.pt"
         save_checkpoint(folder / entry.name / name,
-                        {"model": snap.state_dict(), "record": {**base, "step": step}})
+                        {"model": snap.state_dict(),
+                         "record": {**base, "step": step, "test_acc": acc, "n_test": len(xs)}})
 
     start = time.perf_counter()
     snapshot(0)
