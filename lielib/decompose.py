@@ -7,7 +7,7 @@ each tensor with its own layout, see :mod:`lielib.selection`), ``J_{>m}`` is the
 Jacobian of the rest of the network (softmax included) at the module's output, and ``r``
 collects what no hooked module covers (functional operations such as adding a
 positional embedding). A module's contribution is ``value = ||J_{>m} L m||^2``, the sum of
-squares over classes of its signed contribution.
+squares over classes of its signed contribution (signed shares that add up: :mod:`lielib.budget`).
 
 Two methods:
 

@@ -249,3 +249,75 @@ def test_bad_input_is_a_clear_error(args, kwargs, error, match):
     m = (lambda z: z) if args[0] == "fn" else model
     with pytest.raises(error, match=match):
         layerwise_contributions(m, inputs[args[0]], "rotate", **kwargs)
+
+
+# --- the signed budget (lielib.budget) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("stencil", ["paper", "central"])
+@pytest.mark.parametrize("model_fn", [toy, lambda: reinit(PosToy().to(DT))], ids=["toy", "pos"])
+def test_signed_shares_sum_to_one(model_fn, stencil):
+    from lielib.budget import budget_frame, signed_shares
+
+    model, x = model_fn(), image(3)
+    dec = layerwise_contributions(model, x, "rotate", stencil=stencil)
+    s = signed_shares(dec)
+    assert s.shape == (len(dec.sites) + 1, 3)
+    torch.testing.assert_close(s.sum(0), torch.ones(3, dtype=DT), rtol=0, atol=1e-10)
+    # Each share is the projection of its term on L f, computed here by hand.
+    terms = torch.cat([dec.contributions, dec.residual[None]])
+    norm2 = (dec.total**2).sum(-1)
+    torch.testing.assert_close(s[2], (terms[2] * dec.total).sum(-1) / norm2)
+    frame = budget_frame(dec)
+    assert frame.groupby("image").signed.sum().sub(1).abs().max() < 1e-10
+    assert frame.drop(columns=["signed", "total", "squared_ratio"]).equals(
+        contributions_frame(dec.sites, dec.values))
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit"])
+def test_signed_shares_sum_to_one_timm(name):
+    from lielib.budget import signed_shares, squared_ratio
+
+    model, x = timm_model(name), image(2, 32)
+    dec = layerwise_contributions(model, x, "translate_x")
+    torch.testing.assert_close(signed_shares(dec).sum(0), torch.ones(x.shape[0], dtype=x.dtype),
+                               rtol=0, atol=1e-8)
+    # Cauchy-Schwarz: the squared norms of M + 1 terms that add up to L f sum to at least
+    # ||L f||^2 / (M + 1).
+    assert (squared_ratio(dec) * (len(dec.sites) + 1) >= 1 - 1e-9).all()
+
+
+def test_squared_ratio_one_for_a_single_term_and_large_under_cancellation():
+    from lielib.budget import signed_shares, squared_ratio
+
+    x = image(2)
+    net = reinit(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.Linear(196, 5))
+                 .to(DT))
+    dec = layerwise_contributions(net, x, "translate_x", modules=["0"])
+    # One module: the residual is what it does not cover (the flatten of a map), so the
+    # ratio is ||c||^2 / ||c + r||^2 and the signed share <c, c + r> / ||c + r||^2.
+    c, r = dec.contributions[0], dec.residual
+    torch.testing.assert_close(squared_ratio(dec), (c**2).sum(-1) / ((c + r) ** 2).sum(-1))
+    torch.testing.assert_close(signed_shares(dec)[0], (c * (c + r)).sum(-1) / ((c + r) ** 2).sum(-1))
+    # Two copies of a layer that cancel: L f = 0 has no budget (NaN), never a division by 0.
+    lin = nn.Linear(3 * 16 * 16, 4).to(DT)
+    cancel = nn.Sequential(nn.Flatten(), _Cancel(lin)).eval()
+    dec = layerwise_contributions(cancel, x, "rotate", modules=["1.a", "1.b"], output="logits")
+    assert torch.isnan(signed_shares(dec)).all() and torch.isnan(squared_ratio(dec)).all()
+
+
+class _Cancel(nn.Module):
+    def __init__(self, lin: nn.Linear):
+        super().__init__()
+        self.a, self.b = lin, copy.deepcopy(lin)
+
+    def forward(self, z):
+        return self.a(z) - self.b(z)
+
+
+def test_signed_shares_refuse_probe_estimates():
+    from lielib.budget import signed_shares
+
+    dec = layerwise_contributions(toy(), image(1), "rotate", method="probes", num_probes=2)
+    with pytest.raises(ValueError, match="exact"):
+        signed_shares(dec)
