@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import FAKE_CHAPTER, models_of
+from test_sweep import FAKE_CHAPTER, models_of, stand_in_checkpoints
 
 from lielib.book import sweep
 from lielib.book.sweep.cli import main
@@ -30,6 +30,7 @@ def fake_chapter(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIELIB_CACHE", str(tmp_path / "cache"))
+    stand_in_checkpoints()
 
 
 def _args(chapter: Path, out: Path, models: list[str], *extra: str) -> list[str]:

@@ -9,17 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from .core import (
-    ROOT,
-    SweepError,
-    failure_path,
-    merge,
-    notebook_dir,
-    parse_shard,
-    result_path,
-    run_sweep,
-    shard_todo,
-)
+from .core import ROOT, failure_path, is_complete, notebook_dir, parse_shard, run_sweep
+from .inputs import SweepError, check_folder, shard_todo
+from .merge import merge
 
 __all__ = ["main"]
 
@@ -41,7 +33,7 @@ def _merge_main(argv: list[str]) -> int:
     try:
         path, table = merge(args.dir, set_name=args.models, output=args.output,
                             command=shlex.join(["python", "-m", "lielib.book.sweep", *argv]))
-    except (SweepError, ValueError) as err:
+    except SweepError as err:
         p.error(str(err))
     n = table["model"].nunique() if "model" in table else len(table)
     print(f"merged {n} models, {len(table)} rows -> {path}")
@@ -57,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these models of the set")
     p.add_argument("--out", help="per-model results folder (default results/<chapter>/<set>)")
     p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                   help="a chapter parameter (repeatable); JSON values for lists and numbers")
+                   help="a worker parameter (repeatable), typed like its default in the worker: "
+                   "true/false, numbers, JSON lists ('[\"rotate\"]'), text")
     p.add_argument("--force", action="store_true", help="rerun models that have results")
     p.add_argument("--kernel-per-model", action="store_true",
                    help="a fresh kernel for every model (slower; isolates crashes)")
@@ -92,13 +85,13 @@ def _submit(args: argparse.Namespace, params: dict[str, str], command: str) -> i
 
     if args.shard:
         raise SweepError("--shard runs one shard here; with --executor pass --shards N instead")
-    shards = args.shards or ((os.cpu_count() or 1) if args.executor == "local" else 0)
-    if shards < 1:
+    if args.executor == "slurm" and args.shards is None:
         raise SweepError("--executor slurm needs --shards N (one array task per shard)")
+    shards = args.shards if args.shards is not None else (os.cpu_count() or 1)
     models, _, _ = shard_todo(args.chapter, args.models, only=args.only, params=params)
     chapter = Path(args.chapter).resolve()
-    out = Path(args.out or ROOT / "results" / chapter.stem / args.models).resolve()
-    folder = Path(args.log_dir or notebook_dir(chapter, out) / "submitit").resolve()
+    out = check_folder(args.out or ROOT / "results" / chapter.stem / args.models, "--out")
+    folder = check_folder(args.log_dir or notebook_dir(chapter, out) / "submitit", "--log-dir")
     options = SlurmOptions(
         partition=args.partition, gpus_per_task=args.gpus_per_task,
         cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, time_min=args.time,
@@ -117,7 +110,7 @@ def _submit(args: argparse.Namespace, params: dict[str, str], command: str) -> i
     status, died = wait(jobs)
     for i, why in died.items():
         print(f"shard {i}/{shards} did not finish: {why}")
-    missing = [m for m in models if not result_path(out, m).is_file()]
+    missing = [m for m in models if not is_complete(out, m)]
     _report(status, out)
     if missing:
         print(f"not merged: {len(missing)} models have no table ({', '.join(missing[:10])}"
@@ -136,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return _merge_main(argv)
     p = _parser()
     args = p.parse_args(argv)
-    params = {k: v for k, v in (args.p or [])}
+    _check_counts(p, args)
+    params: dict[str, str] = {}
+    for key, value in args.p or []:
+        if key in params and params[key] != value:
+            p.error(f"-p {key} is given twice ({params[key]!r} and {value!r}); keep one")
+        params[key] = value
     command = shlex.join(["python", "-m", "lielib.book.sweep", *argv])
     try:
         if args.executor:
@@ -148,9 +146,26 @@ def main(argv: list[str] | None = None) -> int:
             kernel_per_model=args.kernel_per_model)
     except SweepError as err:
         p.error(str(err))
-    out = Path(args.out or ROOT / "results" / Path(args.chapter).stem / args.models).resolve()
+    out = check_folder(args.out or ROOT / "results" / Path(args.chapter).stem / args.models, "--out")
     _report(status, out)
     return 1 if status["failed"] else 0
+
+
+def _check_counts(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Counts and sizes must be positive (``--gpus-per-task`` may be 0, timeouts 0 or more)."""
+    for name in ("shards", "cpus_per_task", "mem_gb", "time", "array_parallelism"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            p.error(f"--{name.replace('_', '-')} {value}: must be positive")
+    for name in ("gpus_per_task", "max_timeouts"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.shard and args.shards:
+        p.error("--shard i/n runs one shard here and --shards N submits N through --executor: "
+                "pass one of them")
+    if args.shards and not args.executor:
+        p.error(f"--shards {args.shards} needs --executor local or slurm "
+                "(or run one shard here with --shard i/n)")
 
 
 def _report(status: dict[str, list[str]], out: Path) -> None:

@@ -10,7 +10,6 @@ rest of the shard goes on in a new kernel.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shlex
@@ -21,32 +20,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from ..results import meta_path, metadata, write_json, write_table
+from ..results import ResultsMismatchError, metadata, read_table, write_json
+from .inputs import SweepError, check_folder, shard_todo
 
 __all__ = [
-    "RESERVED",
-    "SweepError",
-    "chapter_parameters",
     "failure_path",
-    "merge",
+    "is_complete",
+    "notebook_dir",
     "parse_shard",
     "result_path",
     "run_models",
     "run_sweep",
     "shard",
-    "shard_todo",
 ]
 
 ROOT = Path(__file__).resolve().parents[3]
-RESERVED = ("models", "source", "out", "command")
-"""Parameters the sweep sets itself; a worker chapter must declare ``models`` and ``out``."""
 _STARTED = "started but did not finish: the process measuring it died (killed, out of memory?)"
-
-
-class SweepError(ValueError):
-    """Bad sweep input: unknown set or model, bad shard, chapter without parameters."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -81,6 +70,22 @@ def failure_path(out: str | os.PathLike, model: str) -> Path:
     return Path(out) / "failures" / f"{model.replace('/', '__')}.json"
 
 
+def is_complete(out: str | os.PathLike, model: str) -> bool:
+    """Whether ``model`` is done: its table and metadata exist and match (``csv_sha256``).
+
+    A table without its metadata, or with another run's (a writer killed between the two
+    files), counts as not done, so the sweep measures the model again.
+    """
+    path = result_path(out, model)
+    if not path.is_file():
+        return False
+    try:
+        _, meta = read_table(path)
+    except (ResultsMismatchError, OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and bool(meta.get("csv_sha256"))
+
+
 def _record_failure(out: Path, model: str, error: str, command: str | None, **extra: Any) -> None:
     write_json(failure_path(out, model), {
         "model": model, "error": error[:4000], **extra,
@@ -105,6 +110,11 @@ def run_models(
     Returns:
         ``{"done": [...], "failed": [...]}``.
     """
+    if isinstance(models, str) or not all(isinstance(m, str) for m in models):
+        raise TypeError(f"models must be a list of model names, got {models!r} "
+                        "(with papermill: -p models '[\"resnet-small\"]')")
+    if not out:
+        raise ValueError("out is empty: pass the results folder (one table per model)")
     out = Path(out)
     status: dict[str, list[str]] = {"done": [], "failed": []}
     for model in models:
@@ -113,8 +123,9 @@ def run_models(
         start = time.perf_counter()
         try:
             work(model, target)
-            if not target.is_file():
-                raise RuntimeError(f"measuring {model} did not write {target}")
+            if not is_complete(out, model):
+                raise RuntimeError(f"measuring {model} did not write {target} with its metadata "
+                                   "(write it with lielib.book.results.write_table)")
         except Exception as err:  # noqa: BLE001 - record any failure and go on
             _record_failure(out, model, f"{type(err).__name__}: {err}".strip(), command,
                             stage="failed", traceback=traceback.format_exc()[-20000:],
@@ -128,100 +139,11 @@ def run_models(
     return status
 
 
-def chapter_parameters(chapter: str | os.PathLike) -> dict[str, Any]:
-    """The names and default values of the chapter's ``parameters`` cell.
-
-    Raises:
-        SweepError: no such file, or no cell tagged ``parameters``.
-    """
-    import jupytext
-
-    chapter = Path(chapter)
-    if not chapter.is_file():
-        raise SweepError(f"chapter {chapter} does not exist")
-    nb = jupytext.read(chapter)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise SweepError(
-            f"{chapter} has no cell tagged `parameters` (write `# %% tags=[\"parameters\"]`)"
-        )
-    out: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    try:
-                        out[t.id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        out[t.id] = None
-    return out
-
-
-def _coerce(value: str, default: Any) -> Any:
-    """A ``-p`` value typed like the parameter's default (JSON for lists, numbers, bools)."""
-    if isinstance(default, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
 def notebook_dir(chapter: Path, out: Path) -> Path:
     """Where executed worker notebooks (and submitit's logs) are kept: the cache."""
     base = os.environ.get("LIELIB_CACHE")
     cache = Path(base).expanduser() if base else ROOT / "cache"
     return cache / "sweeps" / f"{Path(chapter).stem}-{Path(out).name}"
-
-
-def shard_todo(
-    chapter: str | os.PathLike,
-    set_name: str,
-    *,
-    only: Sequence[str] | None = None,
-    params: dict[str, str] | None = None,
-) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
-    """Check a sweep's inputs: the selected models, the typed extra parameters, the declared ones.
-
-    Raises:
-        SweepError: unknown set, model or parameter; a worker without ``models``/``out``;
-            the ``paper`` set without an ImageNet folder.
-    """
-    from ..modelsets import UnknownModelSetError, check_model, set_models
-
-    declared = chapter_parameters(chapter)
-    for name in ("models", "out"):
-        if name not in declared:
-            raise SweepError(f"{Path(chapter).name}'s parameters cell must declare `{name}` "
-                             "(the list of models one kernel measures, and the results folder)")
-    try:
-        models = set_models(set_name)
-        for m in only or ():
-            check_model(set_name, m)
-    except UnknownModelSetError as err:
-        raise SweepError(str(err)) from None
-    if only:
-        models = [m for m in models if m in set(only)]
-    extra = {}
-    for key, value in (params or {}).items():
-        if key in RESERVED:
-            raise SweepError(f"-p {key}: the sweep sets `{key}` itself")
-        if key not in declared:
-            raise SweepError(f"-p {key}: {Path(chapter).name} has no parameter {key!r}; "
-                             f"it declares {sorted(declared)}")
-        extra[key] = _coerce(value, declared[key])
-    if set_name.startswith("paper") and not extra.get("imagenet"):
-        raise SweepError(
-            "the paper set needs an ImageNet validation folder: add `-p imagenet FOLDER` "
-            "(an ImageFolder <folder>/<wnid>/*.JPEG with the 1000 ILSVRC2012 classes)"
-        )
-    if set_name.startswith("paper") and not Path(extra["imagenet"]).is_dir():
-        raise SweepError(
-            f"ImageNet folder {extra['imagenet']} does not exist: pass the folder that holds "
-            "the ILSVRC2012 validation images as <wnid>/*.JPEG (or its parent holding val/)"
-        )
-    return models, extra, declared
 
 
 def _kernel(chapter: Path, nb_out: Path, params: dict[str, Any], progress: bool) -> None:
@@ -269,7 +191,7 @@ def _run_batch(chapter: Path, batch: list[str], out: Path, params: dict[str, Any
             rec = _record(out, m)
             if rec is None or rec.get("stage") != "started":
                 continue
-            if written(m):  # killed after its table was in place: the table is whole
+            if written(m) and is_complete(out, m):  # killed after its table was in place
                 failure_path(out, m).unlink(missing_ok=True)
             else:
                 _record_failure(out, m, f"{_STARTED}; the kernel said {error}", command,
@@ -290,7 +212,7 @@ def run_sweep(
     only: Sequence[str] | None = None,
     shard_spec: tuple[int, int] = (0, 1),
     out: str | os.PathLike | None = None,
-    params: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
     force: bool = False,
     command: str | None = None,
     progress: bool = True,
@@ -298,21 +220,28 @@ def run_sweep(
 ) -> dict[str, list[str]]:
     """Measure every model of one shard that has no table yet, in one kernel.
 
+    Every input is checked before a kernel starts (:func:`.inputs.shard_todo`, the
+    ``out`` folder); ``params`` values are typed like the worker's defaults.
+
     Args:
         kernel_per_model: one kernel per model instead (isolation; costs a kernel start,
             imports and set-up per model).
 
     Returns:
         ``{"done": [...], "skipped": [...], "failed": [...]}`` for this shard.
+
+    Raises:
+        SweepError: bad input (set, model, parameter, folder, missing checkpoints).
     """
     from ..modelsets import preflight
 
     chapter = Path(chapter).resolve()
     models, extra, declared = shard_todo(chapter, set_name, only=only, params=params)
-    out = (Path(out) if out is not None else ROOT / "results" / chapter.stem / set_name).resolve()
+    out = check_folder(out if out is not None else ROOT / "results" / chapter.stem / set_name,
+                       "--out")
     command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
     mine = shard(models, *shard_spec)
-    todo = [m for m in mine if force or not result_path(out, m).is_file()]
+    todo = [m for m in mine if force or not is_complete(out, m)]
     try:
         preflight(set_name, todo)
     except FileNotFoundError as err:
@@ -327,63 +256,6 @@ def run_sweep(
         _run_batch(chapter, batch, out, run_params,
                    lambda k, s=stem: nb_dir / (f"{s}.ipynb" if k == 0 else f"{s}.retry{k}.ipynb"),
                    command, progress)
-    done = [m for m in todo if result_path(out, m).is_file() and _record(out, m) is None]
+    done = [m for m in todo if is_complete(out, m) and _record(out, m) is None]
     return {"done": done, "skipped": [m for m in mine if m not in todo],
             "failed": [m for m in todo if m not in done]}
-
-
-def merge(
-    out: str | os.PathLike,
-    *,
-    set_name: str | None = None,
-    output: str | os.PathLike | None = None,
-    command: str | None = None,
-) -> tuple[Path, pd.DataFrame]:
-    """Concatenate every ``out/*.csv`` (all shards) into ``output`` (default ``out.csv``).
-
-    The metadata lists the models, the sweep commands that made the per-model files,
-    any recorded failures and, when ``set_name`` is given, the set's models that are
-    missing. Raises :class:`SweepError` when there is nothing to merge.
-    """
-    out = Path(out).resolve()
-    files = sorted(out.glob("*.csv"))
-    if not files:
-        raise SweepError(f"nothing to merge: {out} holds no per-model .csv files (run the sweep)")
-    frames, metas = [], []
-    for f in files:
-        frames.append(pd.read_csv(f))
-        mp = meta_path(f)
-        metas.append(json.loads(mp.read_text()) if mp.exists() else {})
-    table = pd.concat(frames, ignore_index=True)
-    models = [f.stem for f in files]
-    expected: list[str] = []
-    if set_name is not None:
-        from ..modelsets import set_models
-
-        expected = set_models(set_name)
-        order = {m.replace("/", "__"): i for i, m in enumerate(expected)}
-        models.sort(key=lambda m: order.get(m, len(order)))
-        if "model" in table:
-            table = table.sort_values(
-                ["model", "image"] if "image" in table else ["model"],
-                key=lambda s: s.map(order).fillna(len(order)) if s.name == "model" else s,
-                kind="stable").reset_index(drop=True)
-    failures = sorted(p.stem for p in (out / "failures").glob("*.json"))
-    sweep_cmds = sorted({m.get("command") for m in metas if m.get("command")})
-    output = Path(output) if output is not None else out.with_suffix(".csv")
-    command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
-    rel = [str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files]
-    meta = metadata(
-        command=command,
-        produced_by="lielib.book.sweep",
-        sweep_commands=sweep_cmds,
-        per_model_files=rel,
-        models=models,
-        set=set_name,
-        missing=[m for m in expected if m.replace("/", "__") not in set(models)],
-        failures=failures,
-        per_model_created_utc=[m.get("created_utc") for m in metas],
-        seed=next((m.get("seed") for m in metas if m.get("seed") is not None), None),
-    )
-    write_table(output, table, meta)
-    return output, table
