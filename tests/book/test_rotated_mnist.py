@@ -257,6 +257,38 @@ def test_summary_intervals_cover_the_mean_and_translate_averages_both_shifts():
     assert (rot["lee_high"] > rot["lee_low"]).all()
 
 
+def test_translate_averages_both_shifts_per_image_when_several_metrics_share_the_table():
+    per = _fake_per_image()
+    rng = np.random.default_rng(1)
+    both = per.assign(rho=rng.uniform(0.5, 1.5, len(per)))  # differs between the two shifts
+    alone = measure.summarise(per, "lee", n_resamples=200)
+    shared = measure.summarise(both, "lee", n_resamples=200)
+    pd.testing.assert_frame_equal(shared, alone)
+    assert (shared["n"] == 40).all()
+    rho = measure.summarise(both, "rho", n_resamples=200).set_index(["variant", "epoch", "action"])
+    mean_xy = both[both["action"] != "rotate"].groupby(["variant", "epoch", "image"])["rho"].mean()
+    expected = mean_xy.groupby(["variant", "epoch"]).mean()
+    got = rho.xs("translate", level="action")["rho"].reindex(expected.index)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_the_sensitivity_ratio_is_a_registered_metric_with_one_column_per_action():
+    from lielib import sensitivity_ratio
+
+    assert measure.METRICS["rho"] is measure.measure_rho
+    torch.manual_seed(0)
+    model = small_cnn(width=4).eval()
+    x = load_rotated_mnist("test", size=3).images
+    wide = measure.measure_rho(model, x)
+    assert list(wide.columns) == list(measure.ACTIONS) and wide.index.name == "image"
+    tidy = sensitivity_ratio(model, x, list(measure.ACTIONS), seed=0)
+    for action in measure.ACTIONS:
+        np.testing.assert_allclose(wide[action].to_numpy(),
+                                   tidy[tidy["action"] == action]["rho"].to_numpy())
+    pd.testing.assert_frame_equal(measure.measure_rho(model, x), wide)  # same references each time
+    assert not wide.equals(measure.measure_rho(model, x, seed=1))
+
+
 def test_ratios_and_paired_contrasts_find_a_planted_fall():
     per = _fake_per_image()
     ratio = measure.ratios(per, n_resamples=200).set_index(["variant", "epoch"])

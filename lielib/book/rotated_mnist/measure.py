@@ -1,9 +1,12 @@
 """Per-image equivariance measurements and their bootstrap summaries.
 
 * :data:`METRICS`: name -> function ``(model, x) -> frame`` with one row per image and one
-  column per action. Today ``lee``: ``LEE_G(x) = mean_c |L_G softmax(f(x))_c|`` from
-  :func:`lielib.lee`. A further metric (the scale-free companion) is one more entry: the
-  run measures every stored checkpoint for every metric it lacks, without retraining.
+  column per action. ``lee``: ``LEE_G(x) = mean_c |L_G softmax(f(x))_c|`` from
+  :func:`lielib.lee`; ``rho``: the scale-free sensitivity ratio
+  ``rho_G(x) = (|J tau_G| / |tau_G|) / sqrt(mean_r |J v_r|^2 / |v_r|^2)`` from
+  :func:`lielib.sensitivity_ratio` (8 phase-randomised references, the same for every
+  checkpoint). A further metric is one more entry: the run measures every stored
+  checkpoint for every metric it lacks, without retraining.
 * :func:`summarise`: mean per (variant, epoch, action) with a 95% bootstrap interval over
   images (``scipy.stats.bootstrap``, BCa).
 * :func:`ratios` / :func:`contrasts`: the per-image log ratio
@@ -22,10 +25,10 @@ import torch
 from scipy import stats
 from torch import nn
 
-from lielib import lee
+from lielib import lee, sensitivity_ratio
 
-__all__ = ["ACTIONS", "METRICS", "bootstrap_mean", "contrasts", "measure_lee", "ratios",
-           "summarise", "with_translate"]
+__all__ = ["ACTIONS", "METRICS", "bootstrap_mean", "contrasts", "measure_lee", "measure_rho",
+           "ratios", "summarise", "with_translate"]
 
 ACTIONS = ("rotate", "translate_x", "translate_y")
 
@@ -35,12 +38,30 @@ def measure_lee(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
     return lee(model, x, list(ACTIONS))
 
 
-METRICS: dict[str, Callable[[nn.Module, torch.Tensor], pd.DataFrame]] = {"lee": measure_lee}
+def measure_rho(model: nn.Module, x: torch.Tensor, *, references: int = 8, seed: int = 0) -> pd.DataFrame:
+    """``rho_G(x) = (|J tau_G| / |tau_G|) / sqrt(mean_r |J v_r|^2 / |v_r|^2)`` per image for :data:`ACTIONS`.
+
+    The references are drawn from ``seed`` alone, so every checkpoint is measured against
+    the same directions on the same digits (paired comparisons across epochs and variants).
+    """
+    tidy = sensitivity_ratio(model, x, list(ACTIONS), references=references, seed=seed)
+    wide = tidy.pivot(index="image", columns="action", values="rho")[list(ACTIONS)]
+    wide.columns.name = None
+    return wide
+
+
+METRICS: dict[str, Callable[[nn.Module, torch.Tensor], pd.DataFrame]] = {
+    "lee": measure_lee, "rho": measure_rho}
 """Per-image metrics measured on every checkpoint; each becomes a column of the tables."""
 
 
 def with_translate(per_image: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Add ``action == "translate"``, the per-image mean of ``translate_x`` and ``translate_y``."""
+    """Add ``action == "translate"``, the per-image mean of ``translate_x`` and ``translate_y``.
+
+    Other metrics' columns are dropped first: they differ between the two shifts, so
+    grouping on them would keep both shifts apart instead of averaging them.
+    """
+    per_image = per_image[[c for c in per_image.columns if c not in METRICS or c == metric]]
     keys = [c for c in per_image.columns if c not in ("action", metric)]
     tr = per_image[per_image["action"].isin(["translate_x", "translate_y"])]
     mean = tr.groupby(keys, sort=False)[metric].mean().reset_index().assign(action="translate")
