@@ -27,7 +27,7 @@ concatenates the per-model tables ``DIR/*.csv`` into ``DIR.csv`` with metadata t
 the sweep produced it; it runs after the local shards finish, or on its own later. It
 skips the dot-file temporaries of an interrupted write and refuses (listing each file and
 what to do) tables without matching metadata, without rows, with other columns than the
-rest, or whose rows name another model than their file (:mod:`.merge`).
+rest, or whose rows name another model than their file (:mod:`.merging`).
 """
 
 from .core import (
@@ -41,7 +41,7 @@ from .core import (
 )
 from .inputs import RESERVED, SweepError, chapter_parameters, coerce_parameter, shard_todo
 from .measure import measure_models
-from .merge import merge, read_model_table
+from .merging import merge, read_model_table
 
 __all__ = [
     "RESERVED",

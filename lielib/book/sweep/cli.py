@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .core import ROOT, failure_path, is_complete, notebook_dir, parse_shard, run_sweep
 from .inputs import SweepError, check_folder, shard_todo
-from .merge import merge
+from .merging import merge
 
 __all__ = ["main"]
 
