@@ -8,6 +8,7 @@ stray copies, header-only files, rows of another model, unreadable or unmatched 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -318,3 +319,27 @@ def test_a_table_without_matching_metadata_is_not_done(tmp_path: Path) -> None:
     meta_path(path).unlink()
     assert not sweep.is_complete(tmp_path, m)
     assert not sweep.is_complete(tmp_path, "never-run")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--count", "0"], "--count 0: must be at least 1"),
+        (["--repeats", "-1"], "--repeats -1: must be at least 1"),
+        (["--n-images", "0"], "--n-images 0: must be at least 1"),
+        (["--out", "figures.csv"], "written as one .json file"),
+        (["--models", "zoo"], "no trained checkpoint .*zoo_train"),
+        (["--models", "zo"], "unknown model set 'zo'"),
+    ],
+    ids=["count", "repeats", "images", "out", "no-checkpoints", "unknown-set"],
+)
+def test_overhead_measurement_rejects_bad_arguments(
+    args: list[str], match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lielib.book.sweep.overhead import main as overhead_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        overhead_main([*args, *([] if "--out" in args else ["--out", str(tmp_path / "o.json")])])
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "o.json").exists()

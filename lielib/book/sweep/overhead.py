@@ -60,12 +60,17 @@ def measure_overhead(
         run holds ``wall_s``, ``measure_s``, ``load_s`` and ``overhead_per_model_s``.
     """
     from ..modelsets import set_models
+    from ..paths import cache_dir
 
     models = set_models(set_name)[:count]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIMM_FUSED_ATTN": "0"}
     runs: dict[str, list[dict[str, Any]]] = {"kernel per model": [], "kernel per shard": []}
     with tempfile.TemporaryDirectory() as tmp:
-        env["LIELIB_CACHE"] = str(Path(tmp) / "cache")
+        env["LIELIB_CACHE"] = str(Path(tmp) / "cache")  # notebooks and tables: thrown away
+        checkpoints = cache_dir("zoo")  # but the zoo's checkpoints are the real ones
+        if checkpoints.is_dir():
+            (Path(tmp) / "cache").mkdir()
+            (Path(tmp) / "cache" / "zoo").symlink_to(checkpoints.resolve(), target_is_directory=True)
         for r in range(repeats):
             modes = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for mode in modes:
@@ -98,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-images", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "results" / "sweep" / "overhead.json"))
     args = p.parse_args(argv)
+    for name in ("count", "repeats", "n_images"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if not args.out.endswith(".json") or Path(args.out).is_dir():
+        p.error(f"--out {args.out}: the figures are written as one .json file")
+    try:
+        from ..modelsets import preflight, set_models
+
+        preflight(args.models, set_models(args.models)[:args.count])
+    except (ValueError, FileNotFoundError) as err:
+        p.error(str(err))
     figures = measure_overhead(args.models, count=args.count, repeats=args.repeats,
                                n_images=args.n_images)
     load = os.getloadavg()
