@@ -27,13 +27,14 @@ FACTORS = ("model", "family", "kind", "size", "n_train", "augment", "condition",
 
 
 def _lee_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("lee_")]
+    return [c for c in table.columns if c.startswith(("lee_", "rho_"))]
 
 
 def per_model(lee: pd.DataFrame, records: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per model and snapshot: mean over images of every ``lee_*`` column.
+    """One row per model and snapshot: mean over images of every ``lee_*`` and ``rho_*`` column.
 
-    Adds ``lee_translate`` (the mean of x and y, the paper's Figure 1 right) and the median
+    Adds ``lee_translate`` and ``rho_translate`` (the mean of x and y; the paper's Figure 1
+    right averages the two translations) and the median
     of the sample-based metrics where present. With ``records`` (the zoo's accuracy table),
     the trained snapshot's accuracy is replaced by the one on all 10,000 test images.
     """
@@ -46,8 +47,9 @@ def per_model(lee: pd.DataFrame, records: pd.DataFrame | None = None) -> pd.Data
     if metric_cols:
         out = out.join(grouped[metric_cols].median())
     out = out.join(grouped.size().rename("n_images")).reset_index()
-    if {"lee_translate_x", "lee_translate_y"} <= set(out.columns):
-        out["lee_translate"] = (out["lee_translate_x"] + out["lee_translate_y"]) / 2
+    for kind in ("lee", "rho"):
+        if {f"{kind}_translate_x", f"{kind}_translate_y"} <= set(out.columns):
+            out[f"{kind}_translate"] = (out[f"{kind}_translate_x"] + out[f"{kind}_translate_y"]) / 2
     if records is not None and "final" in out:
         full = records.set_index("name")["test_acc"]
         final = out["final"].astype(bool)

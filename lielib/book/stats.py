@@ -16,6 +16,7 @@ Bootstrap intervals are percentile intervals (``scipy.stats.bootstrap``) from a 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,10 +83,11 @@ def trend(x: Any, y: Any, *, log_y: bool = False, seed: int = 0,
 
     Points with a missing ``x`` or ``y`` (or ``y <= 0`` on the log axis) are dropped.
     Returns ``slope``, ``intercept``, ``r2``, ``spearman``, each interval as
-    ``<name>_lo`` / ``<name>_hi`` (a bootstrap over points, pairs resampled together), and
-    ``n``; Spearman's rho is the same on both axes (ranks do not change under log).
+    ``<name>_lo`` / ``<name>_hi`` (a bootstrap over points, pairs resampled together; the
+    few resamples with a constant ``x`` or ``y`` have no fit and are left out, counted in
+    ``n_degenerate``), and ``n``; Spearman's rho is the same on both axes (ranks do not change under log).
     """
-    from scipy.stats import bootstrap
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     x, y = _clean(x, y, log_y)
     if len(x) < 3:
@@ -100,11 +102,17 @@ def trend(x: Any, y: Any, *, log_y: bool = False, seed: int = 0,
             return np.full(4, np.nan)
         return np.asarray(_fit(u, v))
 
-    res = bootstrap((x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples,
-                    confidence_level=confidence, method="percentile",
-                    rng=np.random.default_rng(seed))
-    for name, lo, hi in zip(names, res.confidence_interval.low, res.confidence_interval.high):
-        out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
+    with warnings.catch_warnings():
+        # a resample whose x (or y) is constant has no fit: it is dropped below
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        res = bootstrap((x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples,
+                        confidence_level=confidence, method="percentile",
+                        rng=np.random.default_rng(seed))
+    alpha = 100 * (1 - confidence) / 2
+    lo, hi = np.nanpercentile(res.bootstrap_distribution, [alpha, 100 - alpha], axis=-1)
+    for name, a, b in zip(names, lo, hi, strict=True):
+        out[f"{name}_lo"], out[f"{name}_hi"] = float(a), float(b)
+    out["n_degenerate"] = int(np.isnan(res.bootstrap_distribution[0]).sum())
     return out
 
 
