@@ -32,6 +32,7 @@ from .results import remove_stale_temporaries
 __all__ = [
     "CheckpointError",
     "accuracy",
+    "batches",
     "fit",
     "load_checkpoint",
     "recalibrate_batchnorm",
@@ -111,6 +112,24 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int 
             m.momentum = mom
         model.eval()
     return len(bns)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int, gen: torch.Generator,
+            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Endless seeded batches: a fresh permutation every pass, the last partial batch dropped.
+
+    ``augment(xb, gen)`` transforms each batch with draws from the same generator, after
+    the permutation, so a seed names the whole stream of batches.
+    """
+    if not 0 < batch_size <= len(x):
+        raise ValueError(f"batch_size must be in 1..{len(x)}, got {batch_size}")
+    while True:
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            b = order[i : i + batch_size]
+            xb = x[b] if augment is None else augment(x[b], gen)
+            yield xb, (y[b] if y is not None else None)
 
 
 def fit(

@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import zoo
+from . import training, zoo
 from .paths import ROOT
 from .results import metadata, read_json, write_json, write_table
 from .training import accuracy, fit, recalibrate_batchnorm, save_checkpoint
@@ -99,17 +99,11 @@ def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tenso
 
 def batches(x: torch.Tensor, y: torch.Tensor, *, batch_size: int, gen: torch.Generator,
             augment: str = "none", max_shift: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless seeded batches: a fresh permutation every pass (last partial batch dropped)."""
+    """The zoo's batches (:func:`lielib.book.training.batches`), shifted when ``augment="shift"``."""
     if augment not in ("none", "shift"):
         raise ValueError(f"unknown augment {augment!r}; use 'none' or 'shift'")
-    if not 0 < batch_size <= len(x):
-        raise ValueError(f"batch_size must be in 1..{len(x)}, got {batch_size}")
-    while True:
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x) - batch_size + 1, batch_size):
-            b = order[i : i + batch_size]
-            xb = x[b] if augment == "none" else _shift(x[b], gen, max_shift)
-            yield xb, y[b]
+    shift = None if augment == "none" else (lambda xb, g: _shift(xb, g, max_shift))
+    return training.batches(x, y, batch_size=batch_size, gen=gen, augment=shift)
 
 
 def snapshot_steps(steps: int) -> tuple[int, ...]:
