@@ -388,7 +388,7 @@ def test_a_new_metric_is_measured_from_stored_epochs_without_retraining(tmp_path
     assert {"lee", "logit_lee"} <= set(per_image.columns) and per_image.notna().all().all()
     summary, _ = read_table(paths["summary"])
     assert {"lee_low", "logit_lee_high"} <= set(summary.columns)
-    assert set(read_table(paths["ratios"])[0]["metric"]) == {"lee", "logit_lee"}
+    assert set(read_table(paths["ratios"])[0]["metric"]) == {"lee", "rho", "logit_lee"}
 
 
 def test_cli_smoke_run_writes_every_table_with_metadata(tmp_path):
