@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,11 @@ import pytest
 
 from lielib.book import sweep
 from lielib.book.modelsets import METRIC_COLUMNS, SCHEMA, fit_log_linear, per_model, set_models
+from lielib.book.paths import cache_dir
 from lielib.book.results import ROOT, metadata, read_table, write_table
+
+REAL_ZOO = cache_dir("zoo").resolve()
+"""The zoo's checkpoint folder before the tests point LIELIB_CACHE elsewhere."""
 
 FAKE_CHAPTER = '''\
 # %% [markdown]
@@ -33,6 +38,7 @@ sleep = 0.0
 
 # %%
 import os
+import shutil
 import signal
 import time
 
@@ -328,8 +334,17 @@ def test_committed_results_match_schema(set_name: str) -> None:
 
 @pytest.mark.slow
 def test_measure_model_chapter_runs_through_the_sweep(tmp_path: Path) -> None:
-    """The real worker: two models of the zoo at initialisation in one kernel."""
-    models = models_of("zoo-init", 2)
+    """The real worker: two models of the zoo at initialisation in one kernel.
+
+    Needs the zoo's step-0 checkpoints (``python -m lielib.book.zoo_train``) in the cache.
+    """
+    from lielib.book import zoo
+
+    models = [m for m in set_models("zoo-init") if (REAL_ZOO / m / "step0000.pt").is_file()][:2]
+    if len(models) < 2:
+        pytest.skip(f"fewer than two zoo models have step-0 checkpoints in {REAL_ZOO}")
+    shutil.rmtree(zoo.cache_dir())  # the stand-ins: this test loads the real checkpoints
+    zoo.cache_dir().symlink_to(REAL_ZOO, target_is_directory=True)
     out = tmp_path / "zoo-init"
     status = sweep.run_sweep(ROOT / "chapters" / "workers" / "measure_model.py", "zoo-init",
                              only=models, out=out, params={"n_images": "2"}, progress=False)

@@ -5,6 +5,7 @@ uninterrupted run's, and merge reads only those."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_sweep import stand_in_checkpoints
 
 from lielib.book import sweep
 from lielib.book.modelsets import set_models
@@ -26,10 +28,10 @@ from lielib.book.sweep.merging import table_files
 WORKER = '''\
 # %% tags=["parameters"]
 models = ["a"]
-source = "lite"
+source = "zoo-init"
 out = ""
 command = ""
-rows = 4000
+rows = 10000
 pause = 0.3
 
 # %%
@@ -54,11 +56,12 @@ def work(model, target):
 status = run_models(models, out, work, command=command)
 '''
 SEED = 20260
-KILLS = 5
+ROWS = 10000  # the worker's default
+KILLS = 4
 
 
 def _command(chapter: Path, out: Path, models: list[str], local: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "lielib.book.sweep", str(chapter), "--models", "lite",
+    cmd = [sys.executable, "-m", "lielib.book.sweep", str(chapter), "--models", "zoo-init",
            "--only", *models, "--out", str(out), "--no-progress"]
     if local:
         cmd += ["--executor", "local", "--shards", "2", "--log-dir", str(out.parent / "logs")]
@@ -80,47 +83,76 @@ def _check_partial(out: Path, reference: pd.DataFrame, tmp_path: Path) -> set[st
         present.add(model)
     if present:
         _, merged = sweep.merge(out, output=tmp_path / "partial.csv")
-        assert set(merged["model"]) == present and len(merged) == 4000 * len(present)
+        assert set(merged["model"]) == present and len(merged) == ROWS * len(present)
     return present
+
+
+def _work_started(out: Path, since: float, proc: subprocess.Popen) -> bool:
+    """Wait until the kernel has begun its first model (a fresh "started" record)."""
+    while proc.poll() is None:
+        records = (out / "failures").glob("*.json") if (out / "failures").is_dir() else []
+        if any(r.stat().st_mtime >= since for r in records):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.mark.slow
 def test_sweep_killed_at_random_moments_then_resumed_equals_an_uninterrupted_run(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Kill moments: seeded, uniform over the span in which the models are measured and
+    written (the kernel's start-up, the same every run, is left to the other tests). Once a
+    killed run has finished every model, the next runs use ``--force``, so kills land in
+    rewrites of existing tables too: each must stay the old table or become the new one."""
     chapter = tmp_path / "deterministic_worker.py"
     chapter.write_text(WORKER)
-    models = set_models("lite")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIELIB_CACHE": str(tmp_path / "cache")}
+    monkeypatch.setenv("LIELIB_CACHE", str(tmp_path / "cache"))
+    stand_in_checkpoints()  # zoo-init names six models; the worker above loads none
+    models = set_models("zoo-init")[:6]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-    start = time.monotonic()
-    res = _run(_command(chapter, tmp_path / "reference", models, local=False), env)
-    duration = time.monotonic() - start
-    assert res.returncode == 0, res.stdout + res.stderr
-    _, reference = sweep.merge(tmp_path / "reference", set_name="lite")
+    since = time.time() - 1.0  # file times can be as coarse as a second
+    proc = subprocess.Popen(_command(chapter, tmp_path / "reference", models, local=False),
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    assert _work_started(tmp_path / "reference", since, proc)
+    begun = time.time()
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    _, reference = sweep.merge(tmp_path / "reference", set_name="zoo-init")
+    span = max(p.stat().st_mtime for p in table_files(tmp_path / "reference")) - begun
 
     rng = random.Random(SEED)
     out = tmp_path / "out"
+    modes = [False, True] * (KILLS // 2) + [False] * (KILLS % 2)
+    rng.shuffle(modes)
     seen: list[set[str]] = []
-    for _ in range(KILLS):
-        local = rng.random() < 0.5
-        delay = rng.uniform(0.0, duration)
-        proc = subprocess.Popen(_command(chapter, out, models, local), cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its shards and their kernels
-        proc.wait()
+    interrupted, force = 0, False
+    for local in modes:
+        delay = rng.uniform(0.0, span)
+        since = time.time() - 1.0
+        cmd = _command(chapter, out, models, local) + (["--force"] if force else [])
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if _work_started(out, since, proc):
+            time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):  # it may have finished on its own
+            os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its shards and their kernels
+        interrupted += proc.wait() == -signal.SIGKILL
         seen.append(_check_partial(out, reference, tmp_path) if out.is_dir() else set())
-        print(f"killed {'local' if local else 'plain'} sweep after {delay:.1f} s of {duration:.1f}: "
-              f"{len(seen[-1])} tables", flush=True)
-    assert any(s != set(models) for s in seen), "every kill came after the sweep had finished"
+        print(f"killed {'local' if local else 'plain'}{' --force' if force else ''} sweep "
+              f"{delay:.2f} s into its work (span {span:.2f} s): {len(seen[-1])} tables",
+              flush=True)
+        force = force or seen[-1] == set(models)  # all done: kill rewrites from now on
+    assert interrupted >= KILLS // 2, f"only {interrupted} of {KILLS} kills found the sweep running"
+    assert seen[0] != set(models), "the first kill came after the sweep had finished"
 
     res = _run(_command(chapter, out, models, local=True), env)
     assert res.returncode == 0, res.stdout + res.stderr
     merged = pd.read_csv(tmp_path / "out.csv")
     pd.testing.assert_frame_equal(merged, reference)
-    _, merged_again = sweep.merge(out, set_name="lite")
+    _, merged_again = sweep.merge(out, set_name="zoo-init")
     pd.testing.assert_frame_equal(merged_again, reference)
     assert not list((out / "failures").glob("*.json"))
     assert not [p for p in out.rglob(".*") if ".tmp" in p.name], "temporaries left behind"

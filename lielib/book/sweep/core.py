@@ -1,4 +1,4 @@
-"""One shard of a sweep: its models in one papermill kernel; per-model files, failures, merge.
+"""One shard of a sweep: its models in one papermill kernel; per-model files and failures.
 
 A worker chapter declares ``models`` (a list) and ``out`` (a folder) in its ``parameters``
 cell and measures each model in turn through :func:`run_models`, which writes
