@@ -125,7 +125,7 @@ if shown != preset:
     note = (f"The `{preset}` preset's results are not in `{results_dir}/{preset}` yet, so this "
             f"page shows the committed results of the smaller `{shown}` preset "
             f"({cfg['epochs']} epochs on {cfg['train_size']:,} training digits; "
-            f"`python -m lielib.book.rotated_mnist --preset {preset}` makes the others).")
+            f"`python -m lielib.book.rotated_mnist --preset {preset}` makes them).")
 else:
     note = (f"This page shows the results of the `{shown}` preset: {cfg['epochs']} epochs on "
             f"{cfg['train_size']:,} training digits.")
@@ -447,7 +447,7 @@ training = con[(con["question"] == "training") & con["b"].str.endswith("@1")]
 
 def listing(names) -> str:
     names = list(names)
-    return ", ".join(names) if names else "none"
+    return "; ".join(names) if names else "none"
 
 
 def variant_of(ref: str) -> str:
