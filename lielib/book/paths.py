@@ -2,7 +2,7 @@
 
 * :data:`ROOT` / :func:`repo_root`: the checkout (``pyproject.toml`` beside ``lielib/``).
 * :func:`cache_dir`: checkpoints and other large files outside git, ``$LIELIB_CACHE``
-  else ``<repo>/cache``.
+  else ``~/.cache/lielib``.
 * :func:`safe_name`: a model name as a file name (``a/b`` -> ``a__b``).
 * :class:`NotAvailableError`: the base of every "missing here" error (data, weights,
   checkpoints, results). Code that may skip work catches this class and nothing else,
@@ -48,12 +48,16 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 def cache_dir(*parts: str) -> Path:
     """The cache folder for large files kept out of git, joined with ``parts``.
 
-    ``$LIELIB_CACHE/<parts...>`` when the variable is set, else ``<repo>/cache/<parts...>``
-    (ignored by git). Nothing is created.
+    ``$LIELIB_CACHE/<parts...>`` when the variable is set, else
+    ``$XDG_CACHE_HOME/lielib/<parts...>`` (``~/.cache/lielib``): outside the checkout, so
+    trained checkpoints survive a fresh clone and serve every checkout of the machine.
+    Nothing is created.
     """
     base = os.environ.get("LIELIB_CACHE")
-    root = Path(base).expanduser() if base else ROOT / "cache"
-    return root.joinpath(*parts)
+    if base:
+        return Path(base).expanduser().joinpath(*parts)
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser().joinpath("lielib", *parts)
 
 
 def safe_name(name: str) -> str:

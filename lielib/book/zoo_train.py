@@ -230,6 +230,20 @@ def _done(rpath: Path, folder: Path, name: str, recipe: dict[str, Any], force: b
     return True
 
 
+RUN_FILE = "run.json"
+"""Beside the checkpoints, a copy of a model's results file: a lost results file is restored."""
+
+
+def _restore(folder: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached results of a finished run with the same recipe, or ``None``."""
+    run, final = folder / RUN_FILE, folder / "final.pt"
+    if not (run.is_file() and final.is_file()):
+        return None
+    kept = read_json(run)
+    same = all(kept["record"].get(f"recipe_{k}") == v for k, v in recipe.items())
+    return kept if same else None
+
+
 def train_zoo(names: list[str] | None = None, *, seed: int = 0, steps: int = zoo.STEPS,
               cache: str | os.PathLike | None = None, results: str | os.PathLike | None = None,
               data_root: str | os.PathLike | None = None, force: bool = False,
@@ -237,7 +251,8 @@ def train_zoo(names: list[str] | None = None, *, seed: int = 0, steps: int = zoo
     """Train every model of ``names`` that is not done and not claimed by another worker.
 
     A model is done when its results file and its final checkpoint exist with the same
-    recipe. Returns the names this call trained.
+    recipe; when only the cache holds it (results file lost), the results file is restored
+    from the cache's copy without retraining. Returns the names this call trained.
     """
     names = zoo.zoo_names() if names is None else [zoo.get_entry(n).name for n in names]
     folder = Path(cache) if cache is not None else zoo.cache_dir()
@@ -255,11 +270,17 @@ def train_zoo(names: list[str] | None = None, *, seed: int = 0, steps: int = zoo
             redone = force and rpath.is_file() and rpath.stat().st_mtime >= started
             if not mine or redone or (not force and _done(rpath, folder, name, recipe, False)):
                 continue
+            kept = _restore(folder / name, recipe) if not force else None
+            if kept is not None:  # trained before, its results file lost: no retraining
+                write_json(rpath, kept)
+                print(f"{name}: results restored from {folder / name / RUN_FILE}", flush=True)
+                continue
             if data is None:
                 data = (fashion_mnist("train", root=data_root), fashion_mnist("test", root=data_root))
             out = train_entry(name, *data, seed=seed, steps=steps, cache=folder, progress=progress)
             meta = metadata(command=command, seed=seed, device="cpu",
                             checkpoint=str(folder / name / "final.pt"))
+            write_json(folder / name / RUN_FILE, {**out, "metadata": meta})
             write_json(rpath, {**out, "metadata": meta})
             trained.append(name)
             rec = out["record"]
@@ -312,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="parallel processes, one thread each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=zoo.STEPS, help="steps per model (smoke runs)")
-    p.add_argument("--cache", help="checkpoint folder (default $LIELIB_CACHE/zoo or cache/zoo)")
+    p.add_argument("--cache", help="checkpoint folder (default $LIELIB_CACHE/zoo or ~/.cache/lielib/zoo)")
     p.add_argument("--results", help="results folder (default results/zoo)")
     p.add_argument("--force", action="store_true", help="retrain models that are done")
     p.add_argument("--no-progress", action="store_true")

@@ -67,7 +67,8 @@ def test_metadata_names_lielib_clis_as_modules(monkeypatch):
 def test_paths(monkeypatch, tmp_path):
     assert repo_root(ROOT / "chapters") == ROOT == repo_root(ROOT)
     monkeypatch.delenv("LIELIB_CACHE", raising=False)
-    assert cache_dir("zoo") == ROOT / "cache" / "zoo"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("zoo") == tmp_path / "xdg" / "lielib" / "zoo"
     monkeypatch.setenv("LIELIB_CACHE", str(tmp_path))
     assert cache_dir("zoo", "a.pt") == tmp_path / "zoo" / "a.pt" and cache_dir() == tmp_path
     assert safe_name("timm/vit_small.augreg") == "timm__vit_small.augreg"

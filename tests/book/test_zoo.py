@@ -153,6 +153,10 @@ def test_train_zoo_resumes_and_refuses_a_changed_recipe(tmp_path: Path, monkeypa
     stamp = rpath.stat().st_mtime_ns
     assert zoo_train.train_zoo(["resnet-small"], **kw) == []  # done: skipped
     assert rpath.stat().st_mtime_ns == stamp
+    kept = rpath.read_text()
+    rpath.unlink()  # a results file lost (a fresh checkout), the cache kept: restored, not retrained
+    assert zoo_train.train_zoo(["resnet-small"], **kw) == []
+    assert rpath.read_text() == kept
     with pytest.raises(ValueError, match="another recipe"):
         zoo_train.train_zoo(["resnet-small"], **{**kw, "steps": 5})
     assert zoo_train.train_zoo(["resnet-small"], **{**kw, "steps": 5, "force": True}) == ["resnet-small"]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paths import cache_dir
 from ..results import ResultsMismatchError, metadata, read_table, write_json
 from .inputs import SweepError, check_folder, shard_todo
 
@@ -141,9 +142,7 @@ def run_models(
 
 def notebook_dir(chapter: Path, out: Path) -> Path:
     """Where executed worker notebooks (and submitit's logs) are kept: the cache."""
-    base = os.environ.get("LIELIB_CACHE")
-    cache = Path(base).expanduser() if base else ROOT / "cache"
-    return cache / "sweeps" / f"{Path(chapter).stem}-{Path(out).name}"
+    return cache_dir("sweeps", f"{Path(chapter).stem}-{Path(out).name}")
 
 
 def _kernel(chapter: Path, nb_out: Path, params: dict[str, Any], progress: bool) -> None:
