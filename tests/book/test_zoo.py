@@ -125,7 +125,7 @@ def _tiny_data() -> tuple:
 
 
 def test_smoke_training_snapshots_records_resume_and_recipe_check(tmp_path: Path) -> None:
-    cache, results = tmp_path / "cache", tmp_path / "results"
+    cache = tmp_path / "cache"
     entry = zoo.ZooEntry("tiny", "resnet10t", "cnn", "resnet", "small", n_train=96)
     out = zoo_train.train_entry(entry, *_tiny_data(), steps=4, cache=cache, progress=False)
     rec = out["record"]
