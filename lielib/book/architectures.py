@@ -16,11 +16,13 @@ step and image, ``lee_<action>`` and, at the trained snapshot, the sample-based 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from . import stats
 
-__all__ = ["FACTORS", "per_model", "stability", "training_change", "trends"]
+__all__ = ["FACTORS", "METRIC_PAIRS", "best_ratio", "factor_effects", "metric_agreement", "per_model",
+           "stability", "training_change", "trends"]
 
 FACTORS = ("model", "family", "kind", "size", "n_train", "augment", "condition", "converged")
 """The columns that describe a zoo model (one factor varied at a time)."""
@@ -118,3 +120,81 @@ def training_change(lee: pd.DataFrame, column: str, *, seed: int = 0,
             row |= {"ratio": r["ratio"], "ratio_lo": r["lo"], "ratio_hi": r["hi"], "n": r["n"]}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def best_ratio(lee: pd.DataFrame, models: pd.DataFrame, family: str, reference: str,
+               column: str = "lee_translate", *, seed: int = 0,
+               n_resamples: int = stats.N_RESAMPLES) -> dict[str, object]:
+    """The most equivariant model of ``family`` against that of ``reference``, same images.
+
+    ``ratio = mean_images(best of family) / mean_images(best of reference)`` at the trained
+    snapshot, with a paired bootstrap interval over images; "best" is the lowest per-model
+    mean of ``column`` among ``models`` (converged models only, when flagged).
+    """
+    use = models[models["converged"].astype(bool)] if "converged" in models else models
+    best = {}
+    for fam in (family, reference):
+        part = use[use["family"] == fam]
+        if part.empty:
+            raise ValueError(f"no model of family {fam!r} among the models given")
+        best[fam] = part.sort_values(column)["model"].iloc[0]
+    final = lee[lee["final"].astype(bool)]
+    per = {}
+    for fam, model in best.items():
+        rows = final[final["model"] == model].set_index("image")
+        per[fam] = (rows[["lee_translate_x", "lee_translate_y"]].mean(axis=1)
+                    if column == "lee_translate" else rows[column])
+    both = pd.concat(per, axis=1).dropna()
+    r = stats.ratio_ci(both[family].to_numpy(), both[reference].to_numpy(), seed=seed,
+                       n_resamples=n_resamples)
+    return {**r, "best": best[family], "best_reference": best[reference]}
+
+
+METRIC_PAIRS = (("consistency", "lee_translate", "shift consistency"),
+                ("eq_t", "lee_translate", "EQ-T"), ("eq_r", "lee_rotate", "EQ-R"),
+                ("fd_translate_x", "lee_translate_x", "finite-difference, x shift"),
+                ("fd_rotate", "lee_rotate", "finite-difference, rotation"))
+"""(sample-based metric, the LEE it estimates, label): agreement is rho < 0 for consistency
+and the PSNRs, rho > 0 for the finite-difference rates."""
+
+
+def metric_agreement(models: pd.DataFrame, *, seed: int = 0,
+                     n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+    """Spearman's rho of each sample-based metric with its LEE across models, with intervals."""
+    use = models[models["converged"].astype(bool)] if "converged" in models else models
+    rows = []
+    for metric, col, label in METRIC_PAIRS:
+        if metric not in use or col not in use:
+            continue
+        finite = use[np.isfinite(use[metric]) & np.isfinite(use[col])]
+        if len(finite) < 3 or finite[metric].nunique() < 2:
+            continue
+        t = stats.trend(finite[col], finite[metric], seed=seed, n_resamples=n_resamples)
+        rows.append({"metric": metric, "label": label, "against": col, "spearman": t["spearman"],
+                     "spearman_lo": t["spearman_lo"], "spearman_hi": t["spearman_hi"], "n": t["n"]})
+    return pd.DataFrame(rows)
+
+
+def factor_effects(models: pd.DataFrame, column: str = "lee_translate", *, seed: int = 0,
+                   n_resamples: int = stats.N_RESAMPLES) -> dict[str, dict[str, float]]:
+    """The one-factor-at-a-time effects on the small models, across kinds.
+
+    ``data``: the slope of ``log10 column`` against ``log10 n_train`` (2k, 8k, 60k images,
+    no augmentation), a bootstrap over models. ``shift``: the mean over kinds of
+    ``log10(column with shift / column without)`` at 60k images, a bootstrap over kinds.
+    """
+    use = models[models["converged"].astype(bool)] if "converged" in models else models
+    small = use[use["size"] == "small"]
+    plain = small[small["augment"] == "none"]
+    out: dict[str, dict[str, float]] = {}
+    if plain["n_train"].nunique() >= 2 and len(plain) >= 3:
+        out["data"] = stats.trend(np.log10(plain["n_train"].astype(float)), plain[column],
+                                  log_y=True, seed=seed, n_resamples=n_resamples)
+    base = plain[plain["n_train"] == plain["n_train"].max()].set_index("kind")[column]
+    shifted = small[small["augment"] == "shift"].set_index("kind")[column]
+    kinds = base.index.intersection(shifted.index)
+    if len(kinds) >= 2:
+        logs = np.log10(shifted[kinds] / base[kinds])
+        out["shift"] = {**stats.mean_ci(logs, seed=seed, n_resamples=n_resamples),
+                        "kinds": len(kinds)}
+    return out

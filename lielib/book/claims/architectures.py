@@ -1,119 +1,102 @@
-"""Rows of the architectures chapter: the retrained zoo (``results/zoo``, ``zoo-lee.csv``)."""
+"""Rows of the architectures chapter: the trained zoo (``results/zoo``, ``zoo-lee.csv``).
+
+Every number comes from :mod:`lielib.book.architectures`, the functions the chapter calls,
+and is listed in ``glued`` under the name the chapter glues it with.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from .. import architectures as A
 from ..results import MissingResultsError
-from ..stats import group_adds, ratio_ci, trend
 from . import Claim, claim, fmt_ci, read_results, rel_paths, sign_verdict
 
-__all__ = ["zoo_baseline", "zoo_models"]
+__all__ = ["zoo_models"]
 
 ZOO_LEE, ZOO_ACC = "architectures/zoo-lee.csv", "zoo/accuracy.csv"
 
 
-def zoo_models(results: Path) -> pd.DataFrame:
-    """One row per converged zoo model at its final snapshot: mean of each column over images.
-
-    Reads ``zoo/accuracy.csv`` and ``architectures/zoo-lee.csv`` (the retrained zoo).
-    Adds ``lee_translate``, the mean of the x and y translation LEE.
+def zoo_models(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-image table and the converged trained models, one row each.
 
     Raises:
-        MissingResultsError: either table is missing (the zoo is still training).
+        MissingResultsError: a table is missing, or fewer than 3 converged models of two or
+            more families are measured (the comparison across architectures needs both).
     """
-    for rel in (ZOO_ACC, ZOO_LEE):
-        if not (results / rel).exists():
-            raise MissingResultsError(f"results/{rel} is not there yet (the new zoo is training)")
-    table = read_results(results, ZOO_LEE)
-    table = table[table["final"].astype(str) == "True"]
-    if "converged" in table:
-        table = table[table["converged"].astype(str) == "True"]
-    keys = [c for c in ("model", "family", "kind", "size", "n_train", "augment", "params",
-                        "accuracy") if c in table]
-    nums = [c for c in table.columns if c.startswith("lee_") or c in ("eq_t", "eq_r", "consistency")]
-    out = table.groupby(keys, as_index=False, dropna=False)[nums].mean()
-    out["lee_translate"] = (out["lee_translate_x"] + out["lee_translate_y"]) / 2
-    return out
-
-
-def zoo_baseline(results: Path) -> pd.DataFrame:
-    """The zoo models of the architecture comparison: full data, no extra augmentation.
-
-    Raises:
-        MissingResultsError: fewer than 3 such models, or a single family, measured so far.
-    """
-    m = zoo_models(results)
-    if "n_train" in m:
-        m = m[m["n_train"] == m["n_train"].max()]
-    if "augment" in m:
-        m = m[m["augment"].astype(str).isin(["none", "nan"])]
-    if len(m) < 3 or m.family.nunique() < 2:
+    lee = read_results(results, ZOO_LEE)
+    records = read_results(results, ZOO_ACC)
+    snap = A.per_model(lee, records)
+    models = snap[snap["final"].astype(bool) & snap["converged"].astype(bool)]
+    if len(models) < 3 or models["family"].nunique() < 2:
         raise MissingResultsError(
-            f"{len(m)} converged zoo models of {m.family.nunique()} family "
-            f"({', '.join(sorted(m.family.unique())) or 'none'}) are measured so far; the "
-            "comparison across architectures waits for two families or more")
-    return m
+            f"{len(models)} converged zoo models of {models['family'].nunique()} family are "
+            "measured so far; the comparison across architectures waits for two or more")
+    return lee, models.reset_index(drop=True)
 
 
 @claim("fig1-right", source="Figure 1 right", chapter="architectures",
-       section="LEE against accuracy (Figure 1, right)",
+       section="LEE against accuracy across models (Figure 1, right)",
        paper="Translation LEE falls as ImageNet accuracy rises across hundreds of models "
-             "(log LEE against accuracy, R² = 0.333)")
+             "(R² = 0.333 on a linear LEE axis)")
 def _fig1_right(results: Path, base: Claim) -> Claim:
-    m = zoo_baseline(results)
-    t = trend(m["accuracy"], m["lee_translate"], log_y=True)
+    _, m = zoo_models(results)
+    fits = A.trends(m, ["lee_translate"]).set_index("axis")
+    t, lg = fits.loc["linear"], fits.loc["log10"]
     verdict = sign_verdict(t["slope_lo"], t["slope_hi"], expect_negative=True)
-    return replace(base, value=t["slope"], lo=t["slope_lo"], hi=t["slope_hi"], n=t["n"],
-                   verdict=verdict, files=rel_paths(results, ZOO_LEE, ZOO_ACC), measured=(
-                       f"Slope of log10 translation LEE per unit accuracy "
+    return replace(base, value=t["slope"], lo=t["slope_lo"], hi=t["slope_hi"], n=int(t["n"]),
+                   verdict=verdict, files=rel_paths(results, ZOO_LEE, ZOO_ACC),
+                   glued=(("translate_linear_slope", t["slope"]),
+                          ("translate_linear_slope_lo", t["slope_lo"]),
+                          ("translate_linear_slope_hi", t["slope_hi"]),
+                          ("translate_linear_r2", t["r2"])),
+                   measured=(
+                       f"Slope of translation LEE per unit accuracy (linear axis) "
                        f"{fmt_ci(t['slope'], t['slope_lo'], t['slope_hi'])}, R² {t['r2']:.2f} "
-                       f"[{t['r2_lo']:.2f}, {t['r2_hi']:.2f}], over n = {t['n']} zoo models "
-                       f"measured so far ({', '.join(sorted(m.family.unique()))}) on Fashion-MNIST "
-                       "(bootstrap over models)."))
+                       f"[{t['r2_lo']:.2f}, {t['r2_hi']:.2f}]; log axis R² {lg['r2']:.2f}; "
+                       f"n = {int(t['n'])} converged zoo models on Fashion-MNIST (bootstrap over "
+                       "models)."))
 
 
-@claim("family", source="Figure 1 right", chapter="architectures", section="Families",
+@claim("family", source="Figure 1 right", chapter="architectures",
+       section="Is the sign stable, and does the family matter beyond accuracy?",
        paper="Whatever the architecture: accuracy predicts LEE better than the family "
              "(CNN, ViT, Mixer) does")
 def _family(results: Path, base: Claim) -> Claim:
-    m = zoo_baseline(results)
-    if m.family.nunique() < 2 or len(m) <= m.family.nunique() + 2:
-        raise MissingResultsError(f"the zoo measured so far holds {len(m)} converged models of "
-                                  f"{m.family.nunique()} family; the F test needs more")
-    g = group_adds(m, "accuracy", "lee_translate", "family", log_y=True)
+    _, m = zoo_models(results)
+    if len(m) < 5:
+        raise MissingResultsError(f"{len(m)} converged models: the F test needs 5 or more")
+    stab = A.stability(m, "lee_translate")
+    g = stab["family_linear"]
     verdict = "reproduced" if g["p"] >= 0.05 else "not reproduced"
     return replace(base, value=g["p"], n=g["n"], verdict=verdict,
-                   files=rel_paths(results, ZOO_LEE, ZOO_ACC), measured=(
-                       f"Adding the family to log LEE ~ accuracy raises R² from "
-                       f"{g['r2_x']:.2f} to {g['r2_x_group']:.2f}; F test p = {g['p']:.3f} "
-                       f"(n = {g['n']} models; reproduced when p ≥ 0.05)."))
+                   files=rel_paths(results, ZOO_LEE, ZOO_ACC),
+                   glued=(("family_linear_p", g["p"]),),
+                   measured=(
+                       f"Adding the family to LEE ~ accuracy raises R² from {g['r2_x']:.2f} to "
+                       f"{g['r2_x_group']:.2f}; F test p = {g['p']:.3g} (n = {g['n']} models; "
+                       "reproduced when p ≥ 0.05, i.e. no evidence that the family matters)."))
 
 
 @claim("transformers", source="abstract; Figure 1 right", chapter="architectures",
-       section="Families",
+       section="Transformers and CNNs",
        paper="Transformers can be as translation-equivariant as CNNs, or more, after training")
 def _transformers(results: Path, base: Claim) -> Claim:
-    m = zoo_baseline(results)
-    table = read_results(results, ZOO_LEE)
-    table = table[table["final"].astype(str) == "True"]
-    best = {f: m[m.family == f].sort_values("lee_translate")["model"].iloc[0]
-            for f in ("cnn", "vit") if (m.family == f).any()}
-    if len(best) < 2:
+    lee, m = zoo_models(results)
+    if not {"vit", "cnn"} <= set(m["family"]):
         raise MissingResultsError("the zoo has no converged ViT or no converged CNN yet")
-    per = {f: table[table.model == b].set_index("image")[["lee_translate_x", "lee_translate_y"]]
-           .mean(axis=1) for f, b in best.items()}
-    both = pd.concat(per, axis=1).dropna()
-    r = ratio_ci(both["vit"].to_numpy(), both["cnn"].to_numpy())
+    r = A.best_ratio(lee, m, "vit", "cnn")
     verdict = "reproduced" if r["lo"] <= 1 else "not reproduced"
     return replace(base, value=r["ratio"], lo=r["lo"], hi=r["hi"], n=r["n"], verdict=verdict,
-                   files=rel_paths(results, ZOO_LEE), measured=(
-                       f"Best ViT ({best['vit']}) / best CNN ({best['cnn']}) translation LEE "
-                       f"{fmt_ci(r['ratio'], r['lo'], r['hi'])} on n = {r['n']} shared images "
+                   files=rel_paths(results, ZOO_LEE),
+                   glued=(("vit_over_cnn", r["ratio"]), ("vit_over_cnn_lo", r["lo"]),
+                          ("vit_over_cnn_hi", r["hi"])),
+                   measured=(
+                       f"Best ViT ({r['best']}) / best CNN ({r['best_reference']}) translation "
+                       f"LEE {fmt_ci(r['ratio'], r['lo'], r['hi'])} on n = {r['n']} shared images "
                        "(paired bootstrap; reproduced when the interval reaches 1 or below)."))
 
 
@@ -121,33 +104,35 @@ def _transformers(results: Path, base: Claim) -> Claim:
        section="The sample-based metrics against LEE",
        paper="Sample-based equivariance metrics (EQ-T, shift consistency) agree with LEE")
 def _metrics(results: Path, base: Claim) -> Claim:
-    m = zoo_baseline(results).dropna(subset=["eq_t"])
-    if len(m) < 3:
+    _, m = zoo_models(results)
+    agree = A.metric_agreement(m).set_index("metric")
+    if "eq_t" not in agree.index:
         raise MissingResultsError("EQ-T is measured on fewer than 3 zoo models so far")
-    t = trend(m["lee_translate"], m["eq_t"])
+    t = agree.loc["eq_t"]
     verdict = sign_verdict(t["spearman_lo"], t["spearman_hi"], expect_negative=True)
     return replace(base, value=t["spearman"], lo=t["spearman_lo"], hi=t["spearman_hi"],
-                   n=t["n"], verdict=verdict, files=rel_paths(results, ZOO_LEE), measured=(
+                   n=int(t["n"]), verdict=verdict, files=rel_paths(results, ZOO_LEE),
+                   glued=(("rho_eq_t", t["spearman"]),),
+                   measured=(
                        f"Spearman ρ of EQ-T (dB) with translation LEE across models "
-                       f"{fmt_ci(t['spearman'], t['spearman_lo'], t['spearman_hi'])}, n = {t['n']} "
-                       "(agreement is ρ < 0)."))
+                       f"{fmt_ci(t['spearman'], t['spearman_lo'], t['spearman_hi'])}, "
+                       f"n = {int(t['n'])} (agreement is ρ < 0)."))
 
 
-@claim("data-trend", source="trends with training data", chapter="architectures", section="LEE against accuracy",
+@claim("data-trend", source="trends with training data", chapter="architectures",
+       section="One factor at a time: training-set size and shift augmentation",
        paper="Models trained on more data are more equivariant")
 def _data_trend(results: Path, base: Claim) -> Claim:
-    m = zoo_models(results)
-    if "n_train" not in m or m["n_train"].nunique() < 2:
+    _, m = zoo_models(results)
+    effects = A.factor_effects(m)
+    if "data" not in effects:
         raise MissingResultsError("the zoo's data-size models are not measured yet")
-    small = m[m["size"].astype(str) == "small"] if "size" in m else m
-    small = small[small["augment"].astype(str).isin(["none", "nan"])] if "augment" in small else small
-    if small["n_train"].nunique() < 2 or len(small) < 3:
-        raise MissingResultsError("fewer than 3 small zoo models over 2 data sizes are measured")
-    t = trend(np.log10(small["n_train"]), small["lee_translate"], log_y=True)
+    t = effects["data"]
     verdict = sign_verdict(t["slope_lo"], t["slope_hi"], expect_negative=True)
     return replace(base, value=t["slope"], lo=t["slope_lo"], hi=t["slope_hi"], n=t["n"],
-                   verdict=verdict, files=rel_paths(results, ZOO_LEE), measured=(
+                   verdict=verdict, files=rel_paths(results, ZOO_LEE),
+                   glued=(("data_slope", t["slope"]),),
+                   measured=(
                        f"Slope of log10 translation LEE per decade of training images "
                        f"{fmt_ci(t['slope'], t['slope_lo'], t['slope_hi'])}, n = {t['n']} small "
-                       "zoo models (bootstrap over models)."))
-
+                       "zoo models at 2k, 8k and 60k images (bootstrap over models)."))
