@@ -236,6 +236,11 @@ if images is not None:
     act = shares[shares.model.isin(cnns) & (shares.action == main_action)
                  & (shares.group == "activation")].set_index(["model", "stencil"])
     put("cnn_count", len(cnns))
+    nod = shares[shares.model.isin(cnns) & (shares.action == main_action)
+                 & (shares.group == "nonlinear_or_down") & (shares.stencil == "paper")]
+    if len(nod):
+        glue("cnn_alias_min", 100 * float(nod.share.min()), display=False)
+        glue("cnn_alias_max", 100 * float(nod.share.max()), display=False)
     for st in ("paper", "central"):
         a = act.xs(st, level="stencil")
         put(f"act_sq_{st}_min", 100 * float(a.share.min()), "{:.0f}%")
@@ -245,6 +250,7 @@ if images is not None:
     if cnn_model in cnns:
         r = act.loc[(cnn_model, "paper")]
         put("act_cnn", ci(r.share, r.share_lo, r.share_hi))
+        glue("act_cnn_share", 100 * float(r.share), display=False)  # the Claims row's number
         put("act_cnn_signed", ci(r.signed, r.signed_lo, r.signed_hi))
 glue_all("cnn_count", "act_cnn", "act_cnn_signed",
          *(f"act_{q}_{st}_{e}" for q in ("sq", "sg") for st in ("paper", "central")
@@ -273,6 +279,7 @@ if images is not None:
         emb = shares[shares.model.isin(toks) & (shares.action == main_action)
                      & (shares.group == "embed") & (shares.stencil == main_stencil)]
         put("tok_count", len(toks))
+        glue("tok_embed_share", 100 * float(emb.share.min()), display=False)
         put("tok_embed_min", 100 * float(emb.share.min()), "{:.0f}%")
         put("tok_embed_max", 100 * float(emb.share.max()), "{:.0f}%")
         put("tok_embed_signed_min", 100 * float(emb.signed.min()), "{:.0f}%")
@@ -319,6 +326,7 @@ if modules is not None and cnn_model in set(modules.model):
     ranks = res.pivot_table(index="module", columns="action", values="share")
     geo = [a for a in GEOMETRIC if a in ranks.columns]
     corr = ranks[geo].corr("spearman").where(~np.eye(len(geo), dtype=bool)).stack()
+    glue("geo_rank_corr", float(corr.mean()), display=False)
     top = ranks[geo].mean(axis=1).sort_values(ascending=False).head(3).index.tolist()
     display(Markdown(
         "Across the geometric transformations the modules' squared shares have a mean "
@@ -360,6 +368,7 @@ if md is not None:
     pos = md[md.exact > 1e-6 * md.groupby("model").exact.transform("max")]
     rel = (pos.probes - pos.exact).abs() / pos.exact
     sh = md.dropna(subset=["shift"])
+    glue("rank_probe", float(md[["exact", "probes"]].corr("spearman").iloc[0, 1]), display=False)
     display(Markdown(
         f"On {', '.join(f'`{m}`' for m in md.model.unique())} (one image), the "
         f"{int(md.num_probes.iloc[0])}-probe estimates of the modules that matter deviate "

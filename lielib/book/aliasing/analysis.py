@@ -34,8 +34,8 @@ def read_budgets(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
     folder = Path(results) / "layerwise"
     paths = sorted(folder.glob("*-images.csv"))
     if not paths:
-        raise MissingResultsError(f"no layer-wise budgets in {folder}; run `{HOW} --only "
-                                  "layerwise`")
+        raise MissingResultsError(f"the results are not there yet: no layer-wise budgets in "
+                                  f"{folder}; run `{HOW} --only layerwise`")
     mods, imgs, read = [], [], []
     for p in paths:
         m = p.with_name(p.name.replace("-images.csv", "-modules.csv"))
