@@ -199,3 +199,12 @@ def test_committed_zoo_results_are_consistent() -> None:
         assert (row.n_train, row.augment, row.kind, row.size) == (
             entry.n_train, entry.augment, entry.kind, entry.size)
         assert abs(row.init_loss - math.log(10)) <= 0.05 * math.log(10)
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--workers", "0"], ["--only", "nope"]],
+                         ids=["zero-steps", "zero-workers", "unknown-model"])
+def test_training_command_rejects_bad_arguments(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_train.main(argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
