@@ -38,7 +38,8 @@ def per_model(lee: pd.DataFrame, records: pd.DataFrame | None = None) -> pd.Data
     Adds ``lee_translate`` and ``rho_translate`` (the mean of x and y; the paper's Figure 1
     right averages the two translations) and the median
     of the sample-based metrics where present. With ``records`` (the zoo's accuracy table),
-    the trained snapshot's accuracy is replaced by the one on all 10,000 test images.
+    the trained snapshot's accuracy is replaced by the one on all 10,000 test images, and
+    the convergence flag by the records' (the criterion of the current code).
     """
     keys = [c for c in (*FACTORS, "arch", "params", "step", "final", "accuracy") if c in lee]
     lee_cols = _lee_columns(lee)
@@ -52,6 +53,8 @@ def per_model(lee: pd.DataFrame, records: pd.DataFrame | None = None) -> pd.Data
     for kind in ("lee", "rho"):
         if {f"{kind}_translate_x", f"{kind}_translate_y"} <= set(out.columns):
             out[f"{kind}_translate"] = (out[f"{kind}_translate_x"] + out[f"{kind}_translate_y"]) / 2
+    if records is not None and "converged" in records and "converged" in out:
+        out["converged"] = out["model"].map(records.set_index("name")["converged"]).astype(bool)
     if records is not None and "final" in out:
         full = records.set_index("name")["test_acc"]
         final = out["final"].astype(bool)
