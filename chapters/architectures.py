@@ -240,12 +240,12 @@ else:
 # %% tags=["hide-input"]
 if len(converged) >= 5 and converged["family"].nunique() >= 2:
     stab = A.stability(converged, "lee_translate")
-    glue("loo_model_same", 100 * stab["model_same_sign"], display=False)
-    glue("loo_family_same", 100 * stab["family_same_sign"], display=False)
+    glue("loo_model_same", float(100 * stab["model_same_sign"]), display=False)
+    glue("loo_family_same", float(100 * stab["family_same_sign"]), display=False)
     for axis in ("linear", "log"):
-        glue(f"family_{axis}_p", stab[f"family_{axis}"]["p"], display=False)
-        glue(f"family_{axis}_r2_x", stab[f"family_{axis}"]["r2_x"], display=False)
-        glue(f"family_{axis}_r2_xg", stab[f"family_{axis}"]["r2_x_group"], display=False)
+        glue(f"family_{axis}_p", float(stab[f"family_{axis}"]["p"]), display=False)
+        glue(f"family_{axis}_r2_x", float(stab[f"family_{axis}"]["r2_x"]), display=False)
+        glue(f"family_{axis}_r2_xg", float(stab[f"family_{axis}"]["r2_x_group"]), display=False)
     fam_tab = stab["loo_family"].assign(left_out=lambda d: d["left_out"].map(family_label))
     display(fam_tab.rename(columns={"left_out": "family left out"}).style.format(
         {"slope": "{:.3g}", "spearman": "{:.2f}"}).hide(axis="index"))
@@ -281,9 +281,9 @@ if rows:
     display(pd.DataFrame(rows).style.hide(axis="index"))
 if {"vit", "cnn"} <= set(converged["family"]):
     best = A.best_ratio(lee, converged, "vit", "cnn", seed=seed)
-    glue("vit_over_cnn", best["ratio"], display=False)
-    glue("vit_over_cnn_lo", best["lo"], display=False)
-    glue("vit_over_cnn_hi", best["hi"], display=False)
+    glue("vit_over_cnn", float(best["ratio"]), display=False)
+    glue("vit_over_cnn_lo", float(best["lo"]), display=False)
+    glue("vit_over_cnn_hi", float(best["hi"]), display=False)
     display(Markdown(
         f"The most translation-equivariant ViT ({best['best']}) against the most "
         f"translation-equivariant CNN ({best['best_reference']}), on the same "
@@ -304,13 +304,13 @@ if {"vit", "cnn"} <= set(converged["family"]):
 effects = A.factor_effects(converged, seed=seed)
 if "data" in effects:
     d = effects["data"]
-    glue("data_slope", d["slope"], display=False)
+    glue("data_slope", float(d["slope"]), display=False)
     display(Markdown(
         f"Training-set size: {d['slope']:.3g} [{d['slope_lo']:.3g}, {d['slope_hi']:.3g}] decades "
         f"of LEE per decade of images (n = {d['n']} models)."))
 if "shift" in effects:
     sh = effects["shift"]
-    glue("shift_log_ratio", sh["mean"], display=False)
+    glue("shift_log_ratio", float(sh["mean"]), display=False)
     display(Markdown(
         f"Shift augmentation: mean log10 ratio {sh['mean']:.3g} [{sh['lo']:.3g}, {sh['hi']:.3g}] "
         f"over {sh['kinds']} kinds (a factor of {10 ** sh['mean']:.2f}; below 0, augmentation "

@@ -57,3 +57,26 @@ def test_training_change_is_a_paired_ratio_per_model() -> None:
     row = change.loc["m2"]
     assert row["ratio"] == pytest.approx(row["trained"] / row["init"])
     assert row["ratio_lo"] <= row["ratio"] <= row["ratio_hi"] and row["n"] == 6
+
+
+@pytest.mark.slow
+def test_chapter_runs_on_the_committed_zoo_with_other_parameters(tmp_path) -> None:
+    """The chapter through papermill on the committed tables, two quantities only."""
+    import json
+
+    import jupytext
+    import papermill
+
+    from lielib.book.paths import ROOT
+
+    nb = jupytext.read(ROOT / "chapters" / "architectures.py")
+    out = tmp_path / "architectures.ipynb"
+    papermill.execute_notebook(
+        nb, str(out), parameters={"actions": ["translate", "rotate"]}, kernel_name="python3",
+        language="python", progress_bar=False, cwd=str(ROOT / "chapters"))
+    outputs = [o for c in json.loads(out.read_text())["cells"] if c["cell_type"] == "code"
+               for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    text = json.dumps(outputs)
+    assert "Provenance" in text and "python -m lielib.book.zoo_train" in text

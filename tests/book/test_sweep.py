@@ -386,24 +386,3 @@ def test_per_model_averages_images() -> None:
     out = per_model(table).set_index("model")
     assert out.loc["a", "lee_translate_x"] == 2.0 and out.loc["a", "lee_translate"] == 3.0
     assert out.loc["a", "eq_t"] == float("inf") and out.loc["b", "eq_t"] == 25.0
-
-
-@pytest.mark.slow
-def test_architectures_chapter_runs_with_tiny_parameters(tmp_path: Path) -> None:
-    """The comparison chapter through papermill, on the committed tables, three actions."""
-    import jupytext
-    import papermill
-
-    nb = jupytext.read(ROOT / "chapters" / "architectures.py")
-    out = tmp_path / "architectures.ipynb"
-    papermill.execute_notebook(
-        nb, str(out), parameters={"actions": ["translate_x", "translate_y", "rotate"],
-                                  "photo_set": ""},
-        kernel_name="python3", language="python", progress_bar=False, cwd=str(ROOT / "chapters"))
-    cells = json.loads(out.read_text())["cells"]
-    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
-    text = json.dumps(outputs)
-    assert "Provenance" in text
-    assert "python -m lielib.book.sweep" in text or "python -m lielib.sweep" in text  # older tables
