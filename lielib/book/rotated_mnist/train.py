@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import accuracy, fit, load_checkpoint, recalibrate_batchnorm, save_checkpoint
+from ..training import (
+    accuracy,
+    batches,
+    fit,
+    load_checkpoint,
+    recalibrate_batchnorm,
+    save_checkpoint,
+)
 from .config import ExperimentConfig, parse_variant
 from .data import load_pretraining_digits, load_rotated_mnist, load_upright_digits, rotate_digits
 from .mae import MAE, zero_reference
@@ -36,23 +43,18 @@ __all__ = ["batch_stream", "build_mae", "classifier", "pretrain", "train_variant
 Log = Callable[[str], None]
 
 
+def _rotate(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return rotate_digits(xb, torch.rand(len(xb), generator=gen, dtype=torch.float64) * 2 * math.pi)
+
+
 def batch_stream(x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int, gen: torch.Generator,
                  rotate: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Endless seeded batches: a fresh permutation per epoch, the last partial batch dropped.
+    """The book's seeded batches (:func:`lielib.book.training.batches`), rotated on request.
 
     With ``rotate`` every digit is turned by a fresh angle ``U[0, 2 pi)`` each time it is
     drawn (:func:`~lielib.book.rotated_mnist.data.rotate_digits`).
     """
-    if not 0 < batch_size <= len(x):
-        raise ValueError(f"batch_size must be in 1..{len(x)}, got {batch_size}")
-    while True:
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x) - batch_size + 1, batch_size):
-            b = order[i : i + batch_size]
-            xb = x[b]
-            if rotate:
-                xb = rotate_digits(xb, torch.rand(len(b), generator=gen, dtype=torch.float64) * 2 * math.pi)
-            yield xb, (y[b] if y is not None else None)
+    return batches(x, y, batch_size=batch_size, gen=gen, augment=_rotate if rotate else None)
 
 
 def build_mae(cfg: ExperimentConfig) -> MAE:
