@@ -40,6 +40,7 @@ __all__ = [
     "UnknownModelSetError",
     "check_model",
     "default_out",
+    "fashion_test_images",
     "fit_log_linear",
     "load_subject",
     "measure",
@@ -144,7 +145,8 @@ class Subject:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _fashion_images(n: int, seed: int, root: Any) -> tuple[torch.Tensor, list[int]]:
+def fashion_test_images(n: int, seed: int, root: Any = None) -> tuple[torch.Tensor, list[int]]:
+    """``n`` seeded Fashion-MNIST test images, preprocessed as the zoo is trained, and their ids."""
     from . import zoo
     from .data import load_idx, seeded_indices
 
@@ -189,7 +191,7 @@ def load_subject(
                 "accuracy_kind": "fashion-mnist test" if set_name == "zoo" else "initialisation",
                 "condition": entry.condition, "init_seed": record["seed"],
                 "checkpoint": str(zoo.checkpoint_path(model, step=step))}
-        x, idx = _fashion_images(n_images, seed, data_root)
+        x, idx = fashion_test_images(n_images, seed, data_root)
         info |= {"arch": entry.arch, "family": model_family(entry.arch),
                  "model_kwargs": json.dumps(entry.model_kwargs(), sort_keys=True),
                  "data": f"fashion-mnist test, {n_images} seeded images (seed {seed})",

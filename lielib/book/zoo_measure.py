@@ -25,25 +25,16 @@ import pandas as pd
 import torch
 
 from . import zoo
-from .modelsets import DEFAULT_ACTIONS, Subject, measure
+from .modelsets import DEFAULT_ACTIONS, Subject, fashion_test_images, measure
 from .paths import ROOT
 from .results import metadata, read_json, read_table, write_table
 
-__all__ = ["OUT_DIR", "main", "measure_model", "measure_zoo", "merge", "test_images"]
+__all__ = ["OUT_DIR", "main", "measure_model", "measure_zoo", "merge"]
 
 OUT_DIR = ROOT / "results" / "architectures" / "zoo-lee"
 REFERENCES = 8
 """Reference directions per image of the sensitivity ratio (``rho_<action>`` columns)."""
 ZOO_RESULTS = ROOT / "results" / "zoo"
-
-
-def test_images(n: int, seed: int = 0, *, root: Any = None) -> tuple[torch.Tensor, list[int]]:
-    """``n`` seeded Fashion-MNIST test images, preprocessed as the zoo is trained."""
-    from .data import load_idx, seeded_indices
-
-    images, _ = load_idx("fashion-mnist", "test", root=root)
-    idx = seeded_indices(len(images), n, seed)
-    return zoo.preprocess(images[idx]), idx
 
 
 def measure_model(name: str, run: dict[str, Any], x: torch.Tensor, *, seed: int = 0,
@@ -94,7 +85,7 @@ def measure_zoo(names: list[str] | None = None, *, n_images: int = 64, seed: int
                     and meta.get("references") == REFERENCES):
                 continue
         if x is None:
-            x, idx = test_images(n_images, seed)
+            x, idx = fashion_test_images(n_images, seed)
         with torch.random.fork_rng(devices=[]):
             table = measure_model(name, run, x, seed=seed, cache=cache)
         meta = metadata(command=command, seed=seed, device="cpu", trained_utc=trained,
