@@ -27,6 +27,7 @@ step; ``python -m lielib.book.zoo_train`` trains them.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ from torch import nn
 
 from .paths import NotAvailableError
 from .paths import cache_dir as _cache
+
+RUN_FILE = "run.json"
+"""Beside a model's checkpoints, a copy of its results file: a lost results file is restored
+from it, and :func:`load_trained` reads the final test accuracy from it."""
 
 __all__ = [
     "BATCH_SIZE",
@@ -275,4 +280,9 @@ def load_trained(name: str, *, step: int | None = None, root: str | os.PathLike 
     model = create(name, seed=int(state["record"]["seed"]))
     model.load_state_dict(state["model"])
     model.eval()
-    return model, dict(state["record"])
+    record = dict(state["record"])
+    run = path.parent / RUN_FILE
+    if step is None and record.get("test_acc") is None and run.is_file():
+        kept = json.loads(run.read_text())["record"]
+        record.update({k: kept[k] for k in ("test_acc", "n_test") if k in kept})
+    return model, record

@@ -235,8 +235,7 @@ def _done(rpath: Path, folder: Path, name: str, recipe: dict[str, Any], force: b
     return True
 
 
-RUN_FILE = "run.json"
-"""Beside the checkpoints, a copy of a model's results file: a lost results file is restored."""
+RUN_FILE = zoo.RUN_FILE
 
 
 def _restore(folder: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,8 +10,8 @@ import torch
 timm = pytest.importorskip("timm")
 
 from lielib.book import blurpool
-from lielib.book.aliasing.layerwise import budget_tables, group_shares
-from lielib.book.aliasing.twin import twin_ratios
+from lielib.book.aliasing.layerwise import GROUPS_EXTRA, budget_tables, group_shares
+from lielib.book.aliasing.twin import load_plain, twin_ratios
 
 X32 = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -78,6 +78,8 @@ def test_missing_twin_is_a_not_available_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LIELIB_CACHE", str(tmp_path))
     with pytest.raises(NotAvailableError, match="--train-twin"):
         blurpool.load_twin("resnet-large", seed=3)
+    with pytest.raises(NotAvailableError, match="--train-twin --twin-seed 3"):
+        load_plain("resnet-large", seed=3)
 
 
 def test_budget_tables_add_up_under_both_stencils():
@@ -86,7 +88,7 @@ def test_budget_tables_add_up_under_both_stencils():
     mods, imgs = budget_tables(model, x, {"model": "toy"}, ["translate_x", "rotate"],
                                images_per_pass=1)
     assert set(mods.stencil) == set(imgs.stencil) == {"paper", "central"}
-    kinds = imgs[~imgs.group.isin(["downsampling", "nonlinear_or_down", "embed_or_norm", "all"])]
+    kinds = imgs[~imgs.group.isin(GROUPS_EXTRA)]
     # The signed budget over the layer kinds and the residual is the whole L f, per image.
     per = kinds.groupby(["action", "stencil", "image"]).agg(dot=("dot", "sum"),
                                                             total=("total", "first"))
@@ -94,7 +96,7 @@ def test_budget_tables_add_up_under_both_stencils():
     al = imgs[imgs.group == "all"]
     np.testing.assert_allclose(al.value / al.total, al.squared_ratio, rtol=1e-10)
     sh = group_shares(imgs, seed=0)
-    signed = sh[~sh.group.isin(["downsampling", "nonlinear_or_down", "embed_or_norm", "all"])]
+    signed = sh[~sh.group.isin(GROUPS_EXTRA)]
     np.testing.assert_allclose(signed.groupby(["action", "stencil"]).signed.sum(), 1.0,
                                rtol=1e-8)
     assert (sh.share_lo <= sh.share + 1e-12).all() and (sh.share <= sh.share_hi + 1e-12).all()
@@ -111,6 +113,20 @@ def test_twin_ratios_are_paired_and_oriented_plain_over_twin():
     r = twin_ratios(per).iloc[0]
     assert r.lee_ratio == pytest.approx(2.0) and r.lee_lo == pytest.approx(2.0)
     assert r.rho_ratio == pytest.approx(1.0) and r.n == 30
+
+
+def test_twin_ratios_pool_seeds_by_averaging_each_image_over_the_pairs():
+    images = np.arange(20)
+    rows = []
+    for s, (plain, blur) in enumerate([(3.0, 1.0), (1.0, 1.0)]):
+        for variant, v in (("plain", plain), ("blurall", blur)):
+            rows.append(pd.DataFrame({"image": images, "action": "rotate", "variant": variant,
+                                      "lee": v * (1 + images), "rho": 1.0, "twin_seed": s}))
+    r = twin_ratios(pd.concat(rows)).set_index("twin_seed")
+    assert list(r.index) == [0, 1, "all"]
+    assert r.loc[0, "lee_ratio"] == pytest.approx(3.0) and r.loc[1, "lee_ratio"] == pytest.approx(1.0)
+    # Pooled: plain averages to 2x per image, the twin to 1x.
+    assert r.loc["all", "lee_ratio"] == pytest.approx(2.0) and r.loc["all", "n"] == 20
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -167,6 +167,13 @@ def test_train_zoo_resumes_and_refuses_a_changed_recipe(tmp_path: Path, monkeypa
         assert meta["command"] == "merge"
     model, record = zoo.load_trained("resnet-small", root=cache)
     assert not model.training and record["step"] == 5
+    assert record["test_acc"] == json.loads(rpath.read_text())["record"]["test_acc"]
+    # A checkpoint whose record lacks the final accuracy takes it from the run file beside it.
+    ckpt = cache / "resnet-small" / "final.pt"
+    state = training.load_checkpoint(ckpt)
+    state["record"].pop("test_acc")
+    training.save_checkpoint(ckpt, state)
+    assert zoo.load_trained("resnet-small", root=cache)[1]["test_acc"] == record["test_acc"]
 
 
 def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:

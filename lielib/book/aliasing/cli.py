@@ -10,7 +10,8 @@
   on ``--num-twin-images`` test images: ``twin-images.csv`` (LEE and the sensitivity ratio
   per image), ``twin-ratios.csv`` (paired bootstrap ratios), ``twin-models.csv``.
 
-``--train-twin`` trains the twin (seed ``--twin-seed``) with the zoo's recipe and exits.
+``--train-twin`` trains the pair of seed ``--twin-seed`` with the zoo's recipe and exits
+(the twin; for seeds other than 0 the plain model too, seed 0's being the zoo's own).
 A model whose weights, checkpoint or data are missing here
 (:class:`lielib.book.paths.NotAvailableError`) is skipped, printed and recorded in the
 metadata (``skipped``); any other error fails the run.
@@ -128,29 +129,23 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
 
 
 def _twin(n: int, actions, seeds, seed: int, skipped: list[str]):
-    from .. import zoo
     from ..blurpool import load_twin
-    from .twin import compare_twin, twin_ratios
+    from .twin import compare_twin, load_plain, twin_ratios
 
-    try:
-        plain, prec = zoo.load_trained(TWIN_PLAIN)
-    except NotAvailableError as err:
-        record_skip(skipped, f"twin: zoo:{TWIN_PLAIN}", err)
-        return None
     x, _ = zoo_images(n, seed)
-    frames, models = [], [{"variant": "plain", "twin_seed": None, "arch": prec["arch"],
-                           "params": prec["params"], "test_acc": prec["test_acc"],
-                           "n_test": prec["n_test"], "seed": prec["seed"]}]
+    frames, models = [], []
     for s in seeds:
         try:
-            twin, rec = load_twin(TWIN_PLAIN, s)
+            plain, prec = load_plain(TWIN_PLAIN, s)
+            twin, trec = load_twin(TWIN_PLAIN, s)
         except NotAvailableError as err:
-            record_skip(skipped, f"twin seed {s}", err)
+            record_skip(skipped, f"twin pair seed {s}", err)
             continue
         frames.append(compare_twin(plain, twin, x, actions, seed=seed).assign(twin_seed=s))
-        models.append({"variant": "blurall", "twin_seed": s, "arch": rec["arch"],
-                       "params": rec["params"], "test_acc": rec["test_acc"],
-                       "n_test": rec["n_test"], "seed": rec["seed"]})
+        for variant, rec in (("plain", prec), ("blurall", trec)):
+            models.append({"variant": variant, "twin_seed": s, "arch": rec["arch"],
+                           "params": rec["params"], "test_acc": rec["test_acc"],
+                           "n_test": rec["n_test"], "seed": rec["seed"]})
     if not frames:
         return None
     per = pd.concat(frames, ignore_index=True)
@@ -160,7 +155,7 @@ def _twin(n: int, actions, seeds, seed: int, skipped: list[str]):
 def run(out: str | Path | None = None, *, imagenet: tuple[str, ...] = DEFAULT_IMAGENET,
         zoo_models: tuple[str, ...] = DEFAULT_ZOO, actions: tuple[str, ...] = ACTIONS,
         stencils: tuple[str, ...] = STENCILS, num_photos: int = 20, num_zoo_images: int = 20,
-        num_probes: int = 100, num_twin_images: int = 64, twin_seeds: tuple[int, ...] = (0,),
+        num_probes: int = 100, num_twin_images: int = 64, twin_seeds: tuple[int, ...] = (0, 1, 2),
         methods_models: tuple[str, ...] = ("zoo:resnet-large", "tf_efficientnet_lite0"),
         seed: int = 0, only: tuple[str, ...] = EXPERIMENTS) -> list[Path]:
     """Run the experiments and write the tables; returns the written paths.
@@ -219,19 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-photos", type=int, default=20)
     ap.add_argument("--num-zoo-images", type=int, default=20)
     ap.add_argument("--num-twin-images", type=int, default=64)
-    ap.add_argument("--twin-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--twin-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--num-probes", type=int, default=100)
     ap.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-twin", action="store_true",
-                    help=f"train the fully blurred twin of zoo:{TWIN_PLAIN} and exit")
+                    help=f"train the fully blurred twin of zoo:{TWIN_PLAIN} (and, for seeds other "
+                    "than 0, the plain model) with --twin-seed and exit")
     ap.add_argument("--twin-seed", type=int, default=0, help="the seed --train-twin trains")
     a = ap.parse_args(argv)
     if a.train_twin:
         from .twin import train_twin
 
-        print(train_twin(TWIN_PLAIN, seed=a.twin_seed))
+        for path in train_twin(TWIN_PLAIN, seed=a.twin_seed):
+            print(path)
         return 0
     kwargs = {"imagenet": tuple(a.imagenet), "zoo_models": tuple(a.zoo),
               "actions": tuple(a.actions), "stencils": tuple(a.stencils),

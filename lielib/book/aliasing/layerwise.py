@@ -9,8 +9,12 @@ tables keep what the chapter reads, small enough to commit:
   mean signed share ``signed = <c_m, L f> / ||L f||^2``;
 * ``images``: per model, action, stencil, image and group of modules (every layer kind,
   ``residual``, and the overlapping groups ``downsampling``, ``nonlinear_or_down``,
-  ``embed_or_norm`` and ``all``), the sums of ``value`` and ``dot`` over the group, with the image's
+  ``embed_or_norm``, ``coarse`` and ``all``), the sums of ``value`` and ``dot`` over the group, with the image's
   ``total = ||L f||^2`` and ``squared_ratio = sum_m ||c_m||^2 / ||L f||^2``.
+
+``coarse`` holds the modules whose output is an image-like map at stride 16 or more
+(:func:`output_strides`): 2 x 2 and 1 x 1 maps at 32 px, 14 x 14 and 7 x 7 at 224 px, the
+stages whose grids differ most between the zoo and the paper's regime.
 
 The squared share of a group over images is ``sum_i value_i / sum_i value_all,i`` and its
 signed share ``sum_i dot_i / sum_i total_i``; the signed shares of the layer kinds and the
@@ -25,22 +29,49 @@ import torch
 from lielib import layerwise_contributions
 from lielib.budget import budget_frame
 
-__all__ = ["GROUPS_EXTRA", "NONLINEAR_KINDS", "NONLINEAR_NORMS", "STENCILS", "budget_tables", "group_shares"]
+__all__ = ["COARSE_STRIDE", "GROUPS_EXTRA", "NONLINEAR_KINDS", "NONLINEAR_NORMS", "STENCILS",
+           "budget_tables", "group_shares", "output_strides"]
 
 STENCILS = ("paper", "central")
 NONLINEAR_KINDS = ("activation", "pool", "attention", "mlp", "block")
 """Kinds that are not linear maps; so are the norms in :data:`NONLINEAR_NORMS` (BatchNorm
 in eval mode is affine). With ``downsampling`` they make the ``nonlinear_or_down`` group."""
 NONLINEAR_NORMS = ("LayerNorm", "LayerNorm2d", "GroupNorm", "GroupNorm1", "RmsNorm")
-GROUPS_EXTRA = ("downsampling", "nonlinear_or_down", "embed_or_norm", "all")
+GROUPS_EXTRA = ("downsampling", "nonlinear_or_down", "embed_or_norm", "coarse", "all")
+COARSE_STRIDE = 16
+"""Modules whose output map is at this stride or more form the ``coarse`` group."""
 
 _MODULE_KEYS = ["module", "module_type", "layer_kind", "order", "call", "downsampling"]
+
+
+def output_strides(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Per named module, the input side over its (first) output's side, for ``(N, C, H, W)`` outputs.
+
+    Modules with other outputs (token sequences, logits) are left out.
+    """
+    strides: dict[str, float] = {}
+
+    def hook(name: str):
+        def fn(_m, _args, out) -> None:
+            if name not in strides and isinstance(out, torch.Tensor) and out.ndim == 4:
+                strides[name] = x.shape[-1] / out.shape[-1]
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return strides
 
 
 def budget_tables(model, x: torch.Tensor, info: dict, actions, stencils=STENCILS,
                   *, images_per_pass: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``modules`` and ``images`` tables of one model (see the module docstring)."""
     mods, imgs = [], []
+    strides = output_strides(model, x)
     for stencil in stencils:
         for action in actions:
             parts = []
@@ -56,16 +87,18 @@ def budget_tables(model, x: torch.Tensor, info: dict, actions, stencils=STENCILS
             m = f.groupby(_MODULE_KEYS, as_index=False)[["value", "dot", "signed"]].mean()
             mods.append(m.assign(action=action, stencil=stencil, mode=f["mode"].iloc[0],
                                  n_images=x.shape[0], **info))
-            imgs.append(_image_groups(f).assign(action=action, stencil=stencil, **info))
+            imgs.append(_image_groups(f, strides).assign(action=action, stencil=stencil, **info))
     return pd.concat(mods, ignore_index=True), pd.concat(imgs, ignore_index=True)
 
 
-def _image_groups(f: pd.DataFrame) -> pd.DataFrame:
+def _image_groups(f: pd.DataFrame, strides: dict[str, float]) -> pd.DataFrame:
     mod = f[f.layer_kind != "residual"]
+    coarse = mod.module.map(strides).fillna(0.0) >= COARSE_STRIDE
     nonlinear = mod.layer_kind.isin(NONLINEAR_KINDS) | mod.module_type.isin(NONLINEAR_NORMS)
     groups = {"downsampling": mod[mod.downsampling],
               "nonlinear_or_down": mod[mod.downsampling | nonlinear],
               "embed_or_norm": mod[mod.layer_kind.isin(("embed", "norm"))],
+              "coarse": mod[coarse],
               "all": mod}
     rows = [f.groupby(["image", "layer_kind"], as_index=False)[["value", "dot"]].sum()
             .rename(columns={"layer_kind": "group"})]

@@ -1,14 +1,19 @@
 """The anti-aliased twin: trained with the zoo's recipe, compared with the plain model.
 
-The twin (:mod:`lielib.book.blurpool`, every strided path blurred) is trained by
-:func:`lielib.book.zoo_train.train_entry` with the plain zoo model's recipe, data and seed.
-The comparison measures both on the same test images: per image and transformation the
-raw LEE and the scale-free sensitivity ratio (:func:`lielib.sensitivity_ratio`, one pass
+A *pair* is the plain zoo ResNet-18 and its fully blurred twin (:mod:`lielib.book.blurpool`,
+every strided path blurred), trained by :func:`lielib.book.zoo_train.train_entry` with the
+same recipe, data and seed. Seed 0's plain model is the zoo's own; for the other seeds both
+members are trained here, so that seed-to-seed spread is measured, not assumed.
+
+The comparison measures both members on the same test images: per image and transformation
+the raw LEE and the scale-free sensitivity ratio (:func:`lielib.sensitivity_ratio`, one pass
 for both), and per transformation the paired bootstrap ratio plain / twin of their means
-(:func:`lielib.book.stats.ratio_ci`).
+(:func:`lielib.book.stats.ratio_ci`), per seed and pooled over seeds.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -17,27 +22,70 @@ from .. import blurpool
 from ..paths import ROOT, cache_dir
 from ..results import metadata, write_json
 
-__all__ = ["compare_twin", "train_twin", "twin_ratios"]
+__all__ = ["compare_twin", "load_plain", "plain_checkpoint", "train_twin", "twin_ratios"]
+
+
+def plain_checkpoint(zoo_name: str = "resnet-large", seed: int = 0) -> Path:
+    """The plain member of pair ``seed``: the zoo's checkpoint for seed 0, else ``<cache>/aliasing/seed<k>``."""
+    from .. import zoo
+
+    if seed == 0:
+        return zoo.checkpoint_path(zoo_name)
+    return cache_dir("aliasing", f"seed{seed}", zoo_name, "final.pt")
+
+
+def load_plain(zoo_name: str = "resnet-large", seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """The plain member of pair ``seed`` in eval mode, and its record.
+
+    Raises:
+        MissingCheckpointError: it has not been trained here; the message gives the command.
+    """
+    from .. import zoo
+    from ..training import load_checkpoint
+
+    if seed == 0:
+        return zoo.load_trained(zoo_name)
+    path = plain_checkpoint(zoo_name, seed)
+    if not path.is_file():
+        raise zoo.MissingCheckpointError(
+            f"no plain {zoo_name!r} of twin pair seed {seed} at {path}; train the pair with "
+            f"`python -m lielib.book.aliasing --train-twin --twin-seed {seed}`")
+    state = load_checkpoint(path)
+    model = zoo.create(zoo_name, seed=seed)
+    model.load_state_dict(state["model"])
+    return model.eval(), dict(state["record"])
 
 
 def train_twin(zoo_name: str = "resnet-large", *, seed: int = 0, steps: int | None = None,
-               progress: bool = True, out=None):
-    """Train the fully blurred twin of ``zoo_name`` with the zoo's recipe; returns the JSON path.
+               progress: bool = True, out=None, force: bool = False) -> list[Path]:
+    """Train pair ``seed`` with the zoo's recipe; returns the JSON paths of its members.
 
-    Checkpoints go to :func:`lielib.book.blurpool.twin_checkpoint`; the record, loss curve
-    and snapshots to ``results/aliasing/twin-<name>-seed<k>.json`` with metadata.
+    The twin always; the plain model too when ``seed`` is not 0 (seed 0's is the zoo's).
+    A member whose record ``results/aliasing/<name>-seed<k>.json`` and checkpoint both exist
+    is kept unless ``force``. Checkpoints go to ``<cache>/aliasing/seed<k>/<name>/``.
     """
     from .. import zoo
     from ..zoo_train import fashion_mnist, train_entry
 
-    entry = blurpool.twin_entry(zoo_name)
     steps = zoo.STEPS if steps is None else steps
-    res = train_entry(entry, fashion_mnist("train"), fashion_mnist("test"), seed=seed,
-                      steps=steps, cache=cache_dir("aliasing", f"seed{seed}"), progress=progress)
-    out = ROOT / "results" / "aliasing" if out is None else out
+    out = ROOT / "results" / "aliasing" if out is None else Path(out)
+    members = [(blurpool.twin_entry(zoo_name), blurpool.twin_checkpoint(zoo_name, seed))]
+    if seed != 0:
+        members.append((zoo.get_entry(zoo_name), plain_checkpoint(zoo_name, seed)))
     cmd = f"python -m lielib.book.aliasing --train-twin --twin-seed {seed}"
-    return write_json(out / f"twin-{entry.name}-seed{seed}.json",
-                      {**res, "metadata": metadata(command=cmd, seed=seed, plain=zoo_name)})
+    written = []
+    for entry, ckpt in members:
+        path = out / f"twin-{entry.name}-seed{seed}.json"
+        if path.is_file() and ckpt.is_file() and not force:
+            print(f"{entry.name} seed {seed}: trained already ({path})", flush=True)
+            written.append(path)
+            continue
+        res = train_entry(entry, fashion_mnist("train"), fashion_mnist("test"), seed=seed,
+                          steps=steps, cache=cache_dir("aliasing", f"seed{seed}"),
+                          progress=progress)
+        written.append(write_json(path, {**res, "metadata": metadata(
+            command=cmd, seed=seed, plain=zoo_name)}))
+    return written
 
 
 def compare_twin(plain: torch.nn.Module, twin: torch.nn.Module, x: torch.Tensor, actions,
@@ -52,23 +100,35 @@ def compare_twin(plain: torch.nn.Module, twin: torch.nn.Module, x: torch.Tensor,
     return pd.concat(frames, ignore_index=True)
 
 
-def twin_ratios(per_image: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """Per action (and twin seed): plain / twin ratio of mean ``lee`` and of mean ``rho``.
-
-    A paired bootstrap over images (:func:`lielib.book.stats.ratio_ci`); above 1 means the
-    blurred twin is the more equivariant.
-    """
+def _ratio_row(g: pd.DataFrame, seed: int) -> dict:
     from ..stats import ratio_ci
 
+    wide = g.pivot_table(index="image", columns="variant", values=["lee", "rho"],
+                         aggfunc="mean").dropna()
+    row = {}
+    for metric in ("lee", "rho"):
+        r = ratio_ci(wide[metric]["plain"], wide[metric]["blurall"], seed=seed)
+        row.update({f"{metric}_ratio": r["ratio"], f"{metric}_lo": r["lo"],
+                    f"{metric}_hi": r["hi"]})
+    return {**row, "n": len(wide)}
+
+
+def twin_ratios(per_image: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """Per action and pair seed: plain / twin ratio of mean ``lee`` and of mean ``rho``.
+
+    A paired bootstrap over images (:func:`lielib.book.stats.ratio_ci`); above 1 means the
+    blurred twin is the more equivariant. With more than one seed, rows with ``twin_seed``
+    ``"all"`` pool them: each image's value averaged over the seeds' models, then the same
+    paired bootstrap (the per-seed rows show the spread between trainings).
+    """
     rows = []
-    keys = [k for k in ("twin_seed", "action") if k in per_image.columns]
-    for key, g in per_image.groupby(keys):
-        wide = g.pivot(index="image", columns="variant", values=["lee", "rho"]).dropna()
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        for metric in ("lee", "rho"):
-            r = ratio_ci(wide[metric]["plain"], wide[metric]["blurall"], seed=seed)
-            row.update({f"{metric}_ratio": r["ratio"], f"{metric}_lo": r["lo"],
-                        f"{metric}_hi": r["hi"]})
-        row["n"] = len(wide)
-        rows.append(row)
+    has_seed = "twin_seed" in per_image.columns
+    for action, g in per_image.groupby("action", sort=False):
+        seeds = sorted(g.twin_seed.unique()) if has_seed else [None]
+        for s in seeds:
+            part = g if s is None else g[g.twin_seed == s]
+            rows.append({**({"twin_seed": s} if has_seed else {}), "action": action,
+                         **_ratio_row(part, seed)})
+        if len(seeds) > 1:
+            rows.append({"twin_seed": "all", "action": action, **_ratio_row(g, seed)})
     return pd.DataFrame(rows)
