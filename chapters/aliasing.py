@@ -467,7 +467,22 @@ glue_all("twin_pairs", "twin_images", "twin_acc_plain", "twin_acc_blur", "twin_v
 # paper's ResNet-50 at 224 px has a 7×7 last stage. Token models at 32 px use 4 px patches
 # (an 8×8 grid), against 16 px patches on a 14×14 grid in the paper. EfficientNet-Lite0 is
 # measured at its native resolution with its ImageNet weights, the closest this book gets to
-# the paper's regime offline.
+# the paper's regime offline. The *coarse* group holds the modules whose output map is at
+# stride 16 or more (2×2 and 1×1 at 32 px, 14×14 and 7×7 at 224 px); its share of the
+# translation error (paper's stencil, squared and signed, 95% intervals) says how much of
+# the budget comes from the grids that differ most between the two regimes.
+
+# %% tags=["hide-input"]
+if images is not None and "coarse" in set(shares.group):
+    c = shares[(shares.group == "coarse") & (shares.action == main_action)
+               & (shares.stencil == "paper")]
+    put("coarse_shares", "; ".join(
+        f"`{r.model}` ({int(info.loc[r.model, 'input_size'])} px): {ci(r.share, r.share_lo, r.share_hi)} "
+        f"squared, {ci(r.signed, r.signed_lo, r.signed_hi)} signed" for r in c.itertuples()))
+glue_all("coarse_shares")
+
+# %% [markdown]
+# Coarse-group shares: {glue:text}`coarse_shares`.
 
 # %% tags=["hide-input"]
 display(Markdown(provenance_markdown(paths)))
