@@ -102,10 +102,12 @@ def downsampling_modules(model: nn.Module, x: torch.Tensor) -> list[tuple[str, n
     return found
 
 
-def twin_entry(zoo_name: str = "resnet-large"):
+def twin_entry(zoo_name: str = "resnet-large", steps: int | None = None):
     """The zoo entry ``zoo_name`` with its architecture replaced by :data:`ARCH`.
 
-    Same data, augmentation, kwargs and family; named ``<zoo_name>-blurall``.
+    Same data, augmentation, kwargs and family; named ``<zoo_name>-blurall``, or
+    ``<zoo_name>-blurall-<steps>`` for a twin trained for another number of steps than
+    the zoo's :data:`lielib.book.zoo.STEPS`.
     """
     from . import zoo
 
@@ -113,16 +115,20 @@ def twin_entry(zoo_name: str = "resnet-large"):
     if entry.arch != "resnet18":
         raise ValueError(f"the blurred twin is a ResNet-18; zoo model {zoo_name!r} is "
                          f"{entry.arch}")
-    return dataclasses.replace(entry, name=f"{zoo_name}-blurall", arch=ARCH)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    suffix = "" if steps in (None, zoo.STEPS) else f"-{steps}"
+    return dataclasses.replace(entry, name=f"{zoo_name}-blurall{suffix}", arch=ARCH)
 
 
-def twin_checkpoint(zoo_name: str = "resnet-large", seed: int = 0):
+def twin_checkpoint(zoo_name: str = "resnet-large", seed: int = 0, steps: int | None = None):
     """Where the twin trained with seed ``seed`` is cached: ``<cache>/aliasing/seed<k>/<name>``."""
-    return cache_dir("aliasing", f"seed{seed}", twin_entry(zoo_name).name, "final.pt")
+    return cache_dir("aliasing", f"seed{seed}", twin_entry(zoo_name, steps).name, "final.pt")
 
 
-def load_twin(zoo_name: str = "resnet-large", seed: int = 0) -> tuple[nn.Module, dict]:
-    """The trained twin of ``zoo_name`` (seed ``seed``) in eval mode, and its record.
+def load_twin(zoo_name: str = "resnet-large", seed: int = 0, steps: int | None = None
+              ) -> tuple[nn.Module, dict]:
+    """The trained twin of ``zoo_name`` (seed ``seed``, ``steps`` steps) in eval mode, and its record.
 
     Raises:
         MissingTwinError: it has not been trained here; the message gives the command.
@@ -130,12 +136,13 @@ def load_twin(zoo_name: str = "resnet-large", seed: int = 0) -> tuple[nn.Module,
     from . import zoo
     from .training import load_checkpoint
 
-    path = twin_checkpoint(zoo_name, seed)
+    path = twin_checkpoint(zoo_name, seed, steps)
     if not path.is_file():
+        extra = "" if steps in (None, zoo.STEPS) else f" --twin-steps {steps}"
         raise MissingTwinError(
             f"no trained {ARCH} twin of {zoo_name!r} (seed {seed}) at {path}; train it with "
-            f"`python -m lielib.book.aliasing --train-twin --twin-seed {seed}`")
+            f"`python -m lielib.book.aliasing --train-twin --twin-seed {seed}{extra}`")
     state = load_checkpoint(path)
-    model = zoo.create(twin_entry(zoo_name), seed=int(state["record"]["seed"]))
+    model = zoo.create(twin_entry(zoo_name, steps), seed=int(state["record"]["seed"]))
     model.load_state_dict(state["model"])
     return model.eval(), dict(state["record"])

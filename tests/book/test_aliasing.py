@@ -70,6 +70,12 @@ def test_twin_entry_is_the_zoo_recipe_with_the_blurred_arch():
     assert float(model.fc.weight.detach().std()) == pytest.approx(0.01, rel=0.2)
     with pytest.raises(ValueError, match="ResNet-18"):
         blurpool.twin_entry("convnext-small")
+    # Another step budget is another model, in its own checkpoint folder.
+    assert blurpool.twin_entry("resnet-large", zoo.STEPS).name == "resnet-large-blurall"
+    assert blurpool.twin_entry("resnet-large", 2 * zoo.STEPS).name == \
+        f"resnet-large-blurall-{2 * zoo.STEPS}"
+    with pytest.raises(ValueError, match="positive integer"):
+        blurpool.twin_entry("resnet-large", 0)
 
 
 def test_missing_twin_is_a_not_available_error(tmp_path, monkeypatch):
@@ -80,6 +86,8 @@ def test_missing_twin_is_a_not_available_error(tmp_path, monkeypatch):
         blurpool.load_twin("resnet-large", seed=3)
     with pytest.raises(NotAvailableError, match="--train-twin --twin-seed 3"):
         load_plain("resnet-large", seed=3)
+    with pytest.raises(NotAvailableError, match="--twin-seed 3 --twin-steps 5"):
+        blurpool.load_twin("resnet-large", seed=3, steps=5)
 
 
 def test_budget_tables_add_up_under_both_stencils():
@@ -124,6 +132,10 @@ def test_twin_ratios_pool_seeds_by_averaging_each_image_over_the_pairs():
                                       "lee": v * (1 + images), "rho": 1.0, "twin_seed": s}))
     r = twin_ratios(pd.concat(rows)).set_index("twin_seed")
     assert list(r.index) == [0, 1, "all"]
+    # Twins of two step budgets are compared separately, each with its pooled row.
+    two = pd.concat([pd.concat(rows).assign(twin_steps=k) for k in (10, 20)])
+    assert twin_ratios(two).groupby("twin_steps").twin_seed.apply(list).to_dict() == {
+        10: [0, 1, "all"], 20: [0, 1, "all"]}
     assert r.loc[0, "lee_ratio"] == pytest.approx(3.0) and r.loc[1, "lee_ratio"] == pytest.approx(1.0)
     # Pooled: plain averages to 2x per image, the twin to 1x.
     assert r.loc["all", "lee_ratio"] == pytest.approx(2.0) and r.loc["all", "n"] == 20

@@ -29,6 +29,7 @@ import pandas as pd
 from lielib import layerwise_lee, layerwise_shift_error
 
 from ..models import model_family
+from ..zoo import STEPS
 from ..paths import ROOT, NotAvailableError, safe_name
 from ..results import metadata, record_skip, write_table
 from .layerwise import STENCILS, budget_tables
@@ -43,6 +44,9 @@ DEFAULT_ZOO = ("resnet-large", "resnet-small", "convnext-small", "convnext-large
                "mobilenetv3-small", "mobilenetv3-large", "vit-small", "vit-large", "deit-small",
                "mixer-small", "mixer-large")
 TWIN_PLAIN = "resnet-large"
+TWIN_STEPS = (STEPS, 2 * STEPS)
+"""Twin step budgets compared with the plain model: the zoo's (:data:`lielib.book.zoo.STEPS`)
+and twice it, for a twin that reaches the plain model's accuracy."""
 
 
 class NothingMeasuredError(RuntimeError):
@@ -128,7 +132,7 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
     return out.assign(**info)
 
 
-def _twin(n: int, actions, seeds, seed: int, skipped: list[str]):
+def _twin(n: int, actions, seeds, steps, seed: int, skipped: list[str]):
     from ..blurpool import load_twin
     from .twin import compare_twin, load_plain, twin_ratios
 
@@ -137,15 +141,23 @@ def _twin(n: int, actions, seeds, seed: int, skipped: list[str]):
     for s in seeds:
         try:
             plain, prec = load_plain(TWIN_PLAIN, s)
-            twin, trec = load_twin(TWIN_PLAIN, s)
         except NotAvailableError as err:
             record_skip(skipped, f"twin pair seed {s}", err)
             continue
-        frames.append(compare_twin(plain, twin, x, actions, seed=seed).assign(twin_seed=s))
-        for variant, rec in (("plain", prec), ("blurall", trec)):
-            models.append({"variant": variant, "twin_seed": s, "arch": rec["arch"],
-                           "params": rec["params"], "test_acc": rec["test_acc"],
-                           "n_test": rec["n_test"], "seed": rec["seed"]})
+        models.append({"variant": "plain", "twin_seed": s, "steps": prec.get("step"),
+                       "arch": prec["arch"], "params": prec["params"],
+                       "test_acc": prec["test_acc"], "n_test": prec["n_test"]})
+        for k in steps:
+            try:
+                twin, trec = load_twin(TWIN_PLAIN, s, k)
+            except NotAvailableError as err:
+                record_skip(skipped, f"twin pair seed {s}, {k} steps", err)
+                continue
+            frames.append(compare_twin(plain, twin, x, actions, seed=seed)
+                          .assign(twin_seed=s, twin_steps=k))
+            models.append({"variant": "blurall", "twin_seed": s, "steps": trec.get("step"),
+                           "arch": trec["arch"], "params": trec["params"],
+                           "test_acc": trec["test_acc"], "n_test": trec["n_test"]})
     if not frames:
         return None
     per = pd.concat(frames, ignore_index=True)
@@ -156,6 +168,7 @@ def run(out: str | Path | None = None, *, imagenet: tuple[str, ...] = DEFAULT_IM
         zoo_models: tuple[str, ...] = DEFAULT_ZOO, actions: tuple[str, ...] = ACTIONS,
         stencils: tuple[str, ...] = STENCILS, num_photos: int = 20, num_zoo_images: int = 20,
         num_probes: int = 100, num_twin_images: int = 64, twin_seeds: tuple[int, ...] = (0, 1, 2),
+        twin_steps: tuple[int, ...] = TWIN_STEPS,
         methods_models: tuple[str, ...] = ("zoo:resnet-large", "tf_efficientnet_lite0"),
         seed: int = 0, only: tuple[str, ...] = EXPERIMENTS) -> list[Path]:
     """Run the experiments and write the tables; returns the written paths.
@@ -191,10 +204,11 @@ def run(out: str | Path | None = None, *, imagenet: tuple[str, ...] = DEFAULT_IM
         written.append(write_table(out / "methods.csv", df, metadata(
             **common, skipped=skipped, models=sorted(df.model.unique()), num_probes=num_probes)))
     if "twin" in only:
-        res = _twin(num_twin_images, actions, twin_seeds, seed, skipped)
+        res = _twin(num_twin_images, actions, twin_seeds, twin_steps, seed, skipped)
         if res is not None:
             meta = metadata(**common, skipped=skipped, plain=f"zoo:{TWIN_PLAIN}",
-                            twin_seeds=list(twin_seeds), num_images=num_twin_images)
+                            twin_seeds=list(twin_seeds), twin_steps=list(twin_steps),
+                            num_images=num_twin_images)
             for name, df in zip(("twin-images", "twin-ratios", "twin-models"), res):
                 written.append(write_table(out / f"{name}.csv", df, meta))
     if not written:
@@ -223,17 +237,21 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"train the fully blurred twin of zoo:{TWIN_PLAIN} (and, for seeds other "
                     "than 0, the plain model) with --twin-seed and exit")
     ap.add_argument("--twin-seed", type=int, default=0, help="the seed --train-twin trains")
+    ap.add_argument("--twin-steps", type=int, nargs="+", default=list(TWIN_STEPS),
+                    help="step budgets of the twins: --train-twin trains the first, the twin "
+                    "comparison measures all that are trained (default: the zoo's and twice it)")
     a = ap.parse_args(argv)
     if a.train_twin:
         from .twin import train_twin
 
-        for path in train_twin(TWIN_PLAIN, seed=a.twin_seed):
+        for path in train_twin(TWIN_PLAIN, seed=a.twin_seed, steps=a.twin_steps[0]):
             print(path)
         return 0
     kwargs = {"imagenet": tuple(a.imagenet), "zoo_models": tuple(a.zoo),
               "actions": tuple(a.actions), "stencils": tuple(a.stencils),
               "num_photos": a.num_photos, "num_zoo_images": a.num_zoo_images,
               "num_twin_images": a.num_twin_images, "twin_seeds": tuple(a.twin_seeds),
+              "twin_steps": tuple(a.twin_steps),
               "num_probes": a.num_probes, "seed": a.seed, "only": tuple(a.only)}
     try:
         _check_args(kwargs["zoo_models"], kwargs["actions"], kwargs["only"], kwargs["stencils"],

@@ -61,6 +61,8 @@ def train_twin(zoo_name: str = "resnet-large", *, seed: int = 0, steps: int | No
     """Train pair ``seed`` with the zoo's recipe; returns the JSON paths of its members.
 
     The twin always; the plain model too when ``seed`` is not 0 (seed 0's is the zoo's).
+    ``steps`` other than the zoo's trains only a twin with that step budget (the rest of
+    the recipe unchanged, its schedule stretched), for a comparison at matched accuracy.
     A member whose record ``results/aliasing/<name>-seed<k>.json`` and checkpoint both exist
     is kept unless ``force``. Checkpoints go to ``<cache>/aliasing/seed<k>/<name>/``.
     """
@@ -69,10 +71,12 @@ def train_twin(zoo_name: str = "resnet-large", *, seed: int = 0, steps: int | No
 
     steps = zoo.STEPS if steps is None else steps
     out = ROOT / "results" / "aliasing" if out is None else Path(out)
-    members = [(blurpool.twin_entry(zoo_name), blurpool.twin_checkpoint(zoo_name, seed))]
-    if seed != 0:
+    members = [(blurpool.twin_entry(zoo_name, steps),
+                blurpool.twin_checkpoint(zoo_name, seed, steps))]
+    if seed != 0 and steps == zoo.STEPS:
         members.append((zoo.get_entry(zoo_name), plain_checkpoint(zoo_name, seed)))
-    cmd = f"python -m lielib.book.aliasing --train-twin --twin-seed {seed}"
+    cmd = f"python -m lielib.book.aliasing --train-twin --twin-seed {seed}" + (
+        "" if steps == zoo.STEPS else f" --twin-steps {steps}")
     written = []
     for entry, ckpt in members:
         path = out / f"twin-{entry.name}-seed{seed}.json"
@@ -114,7 +118,7 @@ def _ratio_row(g: pd.DataFrame, seed: int) -> dict:
 
 
 def twin_ratios(per_image: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """Per action and pair seed: plain / twin ratio of mean ``lee`` and of mean ``rho``.
+    """Per action and pair seed (and twin step budget): plain / twin ratio of mean ``lee`` and of mean ``rho``.
 
     A paired bootstrap over images (:func:`lielib.book.stats.ratio_ci`); above 1 means the
     blurred twin is the more equivariant. With more than one seed, rows with ``twin_seed``
@@ -123,12 +127,14 @@ def twin_ratios(per_image: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     """
     rows = []
     has_seed = "twin_seed" in per_image.columns
-    for action, g in per_image.groupby("action", sort=False):
+    keys = ["twin_steps", "action"] if "twin_steps" in per_image.columns else ["action"]
+    for key, g in per_image.groupby(keys, sort=False):
+        head = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         seeds = sorted(g.twin_seed.unique()) if has_seed else [None]
         for s in seeds:
             part = g if s is None else g[g.twin_seed == s]
-            rows.append({**({"twin_seed": s} if has_seed else {}), "action": action,
+            rows.append({**head, **({"twin_seed": s} if has_seed else {}),
                          **_ratio_row(part, seed)})
         if len(seeds) > 1:
-            rows.append({"twin_seed": "all", "action": action, **_ratio_row(g, seed)})
+            rows.append({**head, "twin_seed": "all", **_ratio_row(g, seed)})
     return pd.DataFrame(rows)
