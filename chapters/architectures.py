@@ -410,8 +410,8 @@ if len(agree):
 # chapter, paper's stencil, 95% intervals over its images) for every model measured there.
 
 # %% tags=["hide-input"]
-from lielib.book.aliasing.analysis import group_shares, read_budgets  # noqa: E402
-from lielib.book.results import MissingResultsError  # noqa: E402
+from lielib.book.aliasing.analysis import group_shares, read_budgets
+from lielib.book.results import MissingResultsError
 
 train_hours = float(records["train_time_s"].sum()) / 3600
 glue("zoo_train_hours", train_hours, display=False)

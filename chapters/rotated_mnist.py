@@ -307,13 +307,16 @@ glue("acc_best_model", label(best), display=False)
 glue("acc_best", float(acc.loc[best, "accuracy"]), display=False)
 glue("acc_best_interval", f"[{acc.loc[best, 'low']:.1%}, {acc.loc[best, 'high']:.1%}]", display=False)
 glue("target_best", target(acc.loc[best, "accuracy"], 0.95), display=False)
-if "mae" in acc.index:
-    glue("acc_mae", float(acc.loc["mae", "accuracy"]), display=False)
-    glue("acc_mae_interval", f"[{acc.loc['mae', 'low']:.1%}, {acc.loc['mae', 'high']:.1%}]", display=False)
-    glue("target_mae", target(acc.loc["mae", "accuracy"], 0.90), display=False)
+maes = [v for v in ("mae", "mae+rot") if v in acc.index]
+if maes:
+    glue("mae_accuracies", "; ".join(
+        f"{label(v)} {acc.loc[v, 'accuracy']:.1%} [{acc.loc[v, 'low']:.1%}, "
+        f"{acc.loc[v, 'high']:.1%}]" for v in maes), display=False)
+    best_mae = max(maes, key=lambda v: acc.loc[v, "accuracy"])
+    glue("target_mae", f"{target(acc.loc[best_mae, 'accuracy'], 0.90)} (best: {label(best_mae)})",
+         display=False)
 else:
-    glue("acc_mae", float("nan"), display=False)
-    glue("acc_mae_interval", "(not run)", display=False)
+    glue("mae_accuracies", "(no MAE variant in this run)", display=False)
     glue("target_mae", "not testable (no MAE variant in this run)", display=False)
 gains = acc["gain"].dropna()
 glue("plateau_text", (f"the largest gain over the last five epochs was {gains.abs().max():.1%} "
@@ -327,9 +330,9 @@ glue("plateau_text", (f"the largest gain over the last five epochs was {gains.ab
 
 # %% [markdown]
 # The best variant, the {glue:text}`acc_best_model`, classifies {glue:text}`acc_best:.1%`
-# {glue:text}`acc_best_interval` of the test digits: the issue's target of at least 95% is
-# **{glue:text}`target_best`**. The MAE-pretrained ViT (no augmentation) reaches
-# {glue:text}`acc_mae:.1%` {glue:text}`acc_mae_interval`: the target of at least 90% is
+# {glue:text}`acc_best_interval` of the test digits: this chapter's target of at least 95%
+# for the best model is **{glue:text}`target_best`**. The MAE-pretrained ViT reaches
+# {glue:text}`mae_accuracies`: the target of at least 90% for it is
 # **{glue:text}`target_mae`**. As for a plateau, {glue:text}`plateau_text`.
 #
 # ## Rotation and translation LEE through training
@@ -442,7 +445,7 @@ def reading(low: float, high: float) -> str:
 
 con = contrast_table.assign(
     reading=[reading(lo, hi) for lo, hi in zip(contrast_table["low"], contrast_table["high"])])
-training = con[(con["question"] == "training") & con["b"].str.endswith("@1")]
+training_all = con[con["question"] == "training"]
 
 
 def listing(names) -> str:
@@ -455,18 +458,20 @@ def variant_of(ref: str) -> str:
 
 
 sentences = {}
-for metric in METRICS:
-    part = training[training["metric"] == metric]
+for metric, since in ((m, e) for m in METRICS for e in ("1", "0")):
+    part = training_all[(training_all["metric"] == metric) & training_all["b"].str.endswith(f"@{since}")]
     by = {k: [variant_of(a) for a in part.loc[part["reading"] == k, "a"]]
           for k in ("lower", "higher", "unresolved")}
-    sentences[metric] = (
+    sentences[metric + since] = (
         f"the interval lies below zero (lower after training) for {len(by['lower'])} of "
         f"{len(part)} variants ({listing(by['lower'])}), above zero for {len(by['higher'])} "
         f"({listing(by['higher'])}) and includes zero for {len(by['unresolved'])} "
         f"({listing(by['unresolved'])})")
-glue("training_lee", sentences.get("lee", "LEE was not measured"), display=False)
-glue("training_rho", sentences.get("rho", "the sensitivity ratio was not measured in this run"),
-     display=False)
+for since in ("1", "0"):
+    glue(f"training_lee_{since}", sentences.get(f"lee{since}", "LEE was not measured"),
+         display=False)
+    glue(f"training_rho_{since}", sentences.get(
+        f"rho{since}", "the sensitivity ratio was not measured in this run"), display=False)
 
 
 def pair_sentence(question: str, metric: str) -> str:
@@ -490,7 +495,14 @@ for question in ("pretraining", "augmentation"):
 
 # %% [markdown]
 # **Training.** From epoch 1 to the last epoch, for the LEE log ratio
-# {glue:text}`training_lee`. For the sensitivity ratio, {glue:text}`training_rho`.
+# {glue:text}`training_lee_1`. For the sensitivity ratio, {glue:text}`training_rho_1`.
+#
+# From epoch 0 (the model training starts from: random, or the pretrained encoder with a
+# fresh head, BatchNorm statistics re-estimated on training digits) to the last epoch, for
+# the LEE log ratio {glue:text}`training_lee_0`. For the sensitivity ratio,
+# {glue:text}`training_rho_0`. The two baselines answer different questions: epoch 0 asks
+# what training did to the starting function, epoch 1 what the epochs after the first did
+# to a model that already classifies.
 #
 # **Pretraining** (MAE-pretrained ViT minus the ViT from scratch, last epochs). LEE:
 # {glue:text}`pretraining_lee`. Sensitivity ratio: {glue:text}`pretraining_rho`.

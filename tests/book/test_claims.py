@@ -130,6 +130,11 @@ def test_rotated_mnist_row_is_the_chapters_training_contrast() -> None:
     last = con[(con.question == "training") & (con.metric == "lee") & (con.b == "mae@1")]
     assert len(last) == 1 and row.value == last.difference.iloc[0] and row.n == last.n.iloc[0]
     assert (row.lo, row.hi) == (last.low.iloc[0], last.high.iloc[0])
+    both = con[(con.question == "training") & con.a.str.startswith("mae@")
+               & con.b.isin(["mae@1", "mae@0"])]
+    kinds = {"reproduced" if r.high < 0 else "reversed" if r.low > 0 else "not reproduced"
+             for r in both.itertuples()}
+    assert row.verdict == (kinds.pop() if len(kinds) == 1 else "partly")
 
 
 def _built(chapter: str, files: tuple[str, ...]) -> dict[str, str] | None:

@@ -52,9 +52,11 @@ def test_the_chapter_glues_the_smoke_tables(smoke):
     assert int(glued["n_epochs"]) == cfg.epochs and int(glued["lee_size"]) == cfg.lee_size
     assert unquote(glued["mask_ratio"]) == "50%"
     final = pd.read_csv(root / "smoke" / "final.csv").set_index("variant")
-    assert float(glued["acc_mae"]) == pytest.approx(final.loc["mae", "test_accuracy"])
+    assert f"{final.loc['mae', 'test_accuracy']:.1%}" in glued["mae_accuracies"]
     assert float(glued["acc_best"]) == pytest.approx(final["test_accuracy"].max())
-    assert unquote(glued["target_mae"]) == ("met" if final.loc["mae", "test_accuracy"] >= 0.9 else "not met")
+    # smoke runs only the unaugmented MAE variant, so it is the best MAE variant
+    assert unquote(glued["target_mae"]).startswith(
+        "met" if final.loc["mae", "test_accuracy"] >= 0.9 else "not met")
     pre = pd.read_csv(root / "smoke" / "pretraining.csv")
     assert float(glued["mae_ratio_last"]) == pytest.approx(pre["loss_over_reference"].iloc[-1])
     summary = pd.read_csv(root / "smoke" / "summary.csv")
@@ -66,10 +68,11 @@ def test_the_chapter_glues_the_smoke_tables(smoke):
 def test_the_contrast_sentences_follow_the_intervals(smoke):
     root, glued = smoke
     con = pd.read_csv(root / "smoke" / "contrasts.csv")
-    for metric in ("lee", "rho"):
-        part = con[(con["question"] == "training") & (con["metric"] == metric) & con["b"].str.endswith("@1")]
+    for metric, since in ((m, e) for m in ("lee", "rho") for e in ("1", "0")):
+        part = con[(con["question"] == "training") & (con["metric"] == metric)
+                   & con["b"].str.endswith(f"@{since}")]
         below, above = int((part["high"] < 0).sum()), int((part["low"] > 0).sum())
-        text = unquote(glued[f"training_{metric}"])
+        text = unquote(glued[f"training_{metric}_{since}"])
         assert f"below zero (lower after training) for {below} of {len(part)} variants" in text
         assert f"above zero for {above} " in text
     # the smoke preset has no ViT from scratch and no unaugmented CNN: nothing to pair

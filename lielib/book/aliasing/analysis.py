@@ -70,6 +70,12 @@ def read_twin(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     Raises:
         MissingResultsError: the comparison has not been run (the twin is not trained yet).
     """
+    from ..zoo import STEPS
+
     paths = [Path(results) / f"twin-{n}.csv" for n in ("images", "ratios", "models")]
-    frames = [read_table(p, how=f"{HOW} --only twin")[0] for p in paths]
-    return (*frames, paths)
+    per, ratios, models = [read_table(p, how=f"{HOW} --only twin")[0] for p in paths]
+    # Tables written before twins had a step budget of their own hold the zoo's only.
+    for frame, column in ((per, "twin_steps"), (ratios, "twin_steps"), (models, "steps")):
+        if column not in frame.columns:
+            frame[column] = STEPS
+    return per, ratios, models, paths

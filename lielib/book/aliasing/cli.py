@@ -29,9 +29,9 @@ import pandas as pd
 from lielib import layerwise_lee, layerwise_shift_error
 
 from ..models import model_family
-from ..zoo import STEPS
 from ..paths import ROOT, NotAvailableError, safe_name
 from ..results import metadata, record_skip, write_table
+from ..zoo import STEPS
 from .layerwise import STENCILS, budget_tables
 
 __all__ = ["ACTIONS", "DEFAULT_IMAGENET", "DEFAULT_ZOO", "EXPERIMENTS", "NothingMeasuredError",
