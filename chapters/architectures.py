@@ -407,7 +407,7 @@ if len(agree):
 # What it does to the layer-wise picture: the modules at stride 16 or more work on 2×2 and
 # 1×1 maps at 32 px, where the paper's ResNet-50 at 224 px has 14×14 and 7×7. The table
 # gives their share of the translation error (the layer-wise decomposition of the aliasing
-# chapter, paper's stencil, 95% intervals over its images) for every model measured there.
+# chapter, paper's stencil, 95% intervals over its images) for every CNN measured there.
 
 # %% tags=["hide-input"]
 from lielib.book.aliasing.analysis import group_shares, read_budgets
@@ -422,6 +422,7 @@ try:
     _mods, budget_images, budget_paths = read_budgets(RESULTS / "aliasing")
     has = budget_images.groupby("model").group.apply(lambda g: "coarse" in set(g))
     sel = budget_images[budget_images.model.isin(has.index[has])
+                        & budget_images.family.eq("cnn")  # token models have no maps
                         & (budget_images.action == "translate_x")
                         & (budget_images.stencil == "paper")]
     cs = group_shares(sel, seed=seed) if len(sel) else pd.DataFrame()

@@ -100,6 +100,8 @@ def _image_groups(f: pd.DataFrame, strides: dict[str, float]) -> pd.DataFrame:
               "embed_or_norm": mod[mod.layer_kind.isin(("embed", "norm"))],
               "coarse": mod[coarse],
               "all": mod}
+    if not coarse.any():  # no image-like map at that stride (a token model): no such group
+        del groups["coarse"]
     rows = [f.groupby(["image", "layer_kind"], as_index=False)[["value", "dot"]].sum()
             .rename(columns={"layer_kind": "group"})]
     for name, g in groups.items():
