@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         "scratch and a CNN (each with and without rotation augmentation) on rotated MNIST, and "
         "measure accuracy and Lie derivatives after every epoch. Resumable: rerun to continue.")
     p.add_argument("--preset", choices=list(PRESETS), default="full",
-                   help="full: the book's run (default); cpu: about 15 min on one thread; "
+                   help="full: the book's run (default); cpu: about 5 min on one thread; "
                    "paper: 100 epochs on a GPU; smoke: seconds")
     for f in fields(ExperimentConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -7,7 +7,7 @@ fresh random rotation ``U[0, 2 pi)`` of every training digit each time it is see
 Presets (:data:`PRESETS`):
 
 * ``smoke``: seconds; for tests.
-* ``cpu``: at most 15 minutes on one thread: every variant, 6 epochs on 3,000 digits.
+* ``cpu``: at most 15 minutes on one thread (5 measured): every variant, 6 epochs on 3,000 digits.
 * ``full``: the book's run: all 12,000 training digits, 30 epochs per variant, LEE on
   256 test digits after every epoch, final accuracy on all 50,000 test digits.
 * ``paper``: the paper's 100 fine-tuning epochs with a larger ViT, on a GPU.
