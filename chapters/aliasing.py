@@ -425,8 +425,8 @@ def twin_verdict(rows: pd.DataFrame) -> str:
             geo_seed = per_seed[per_seed.action.isin(GEOMETRIC)]
             same = [action_label(a).lower() for a, g in geo_seed.groupby("action", sort=False)
                     if (g[f"{metric}_lo"] > 1).all() or (g[f"{metric}_hi"] < 1).all()]
-            verdicts[-1] += (" (every pair's own interval excludes 1 on the same side for "
-                             f"{', '.join(same) if same else 'no transformation'})")
+            verdicts[-1] += (", and every pair's own interval excludes 1 on the same side for "
+                             f"{', '.join(same) if same else 'no transformation'}")
     text = "; ".join(verdicts)
     return text[0].upper() + text[1:] + "."
 
