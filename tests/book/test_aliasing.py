@@ -144,6 +144,8 @@ def test_twin_ratios_pool_seeds_by_averaging_each_image_over_the_pairs():
 @pytest.mark.parametrize("argv, needle", [
     (["--stencils", "forward"], "invalid choice"),
     (["--num-twin-images", "0"], "num_twin_images must be a positive integer"),
+    (["--twin-steps", "938", "0"], "twin_steps must be positive integers"),
+    (["--train-twin", "--twin-steps", "-5"], "twin_steps must be positive integers"),
 ])
 def test_cli_rejects_bad_arguments(argv, needle, capsys):
     from lielib.book import aliasing

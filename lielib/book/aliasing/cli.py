@@ -71,8 +71,11 @@ def _check_args(zoo_models, actions, only, stencils, counts: dict[str, int]) -> 
     if bad:
         raise ValueError(f"unknown zoo models {bad}; the zoo has: {', '.join(zoo.zoo_names())}")
     for name, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        for v in n if isinstance(n, tuple) else (n,):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be positive integers, got {n!r}"
+                                 if isinstance(n, tuple) else
+                                 f"{name} must be a positive integer, got {n!r}")
 
 
 def zoo_images(n: int, seed: int, offset: int = 0):
@@ -179,7 +182,7 @@ def run(out: str | Path | None = None, *, imagenet: tuple[str, ...] = DEFAULT_IM
     """
     _check_args(zoo_models, actions, only, stencils, {
         "num_photos": num_photos, "num_probes": num_probes, "num_zoo_images": num_zoo_images,
-        "num_twin_images": num_twin_images})
+        "num_twin_images": num_twin_images, "twin_steps": tuple(twin_steps)})
     out = Path(out) if out is not None else ROOT / "results" / "aliasing"
     command = " ".join(["python -m lielib.book.aliasing", *sys.argv[1:]]) if (
         "aliasing" in sys.argv[0]) else "python -m lielib.book.aliasing"
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.train_twin:
         from .twin import train_twin
 
+        if any(k < 1 for k in a.twin_steps):
+            ap.error(f"twin_steps must be positive integers, got {tuple(a.twin_steps)!r}")
+
         for path in train_twin(TWIN_PLAIN, seed=a.twin_seed, steps=a.twin_steps[0]):
             print(path)
         return 0
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(kwargs["zoo_models"], kwargs["actions"], kwargs["only"], kwargs["stencils"],
                     {k: kwargs[k] for k in ("num_photos", "num_probes", "num_zoo_images",
-                                            "num_twin_images")})
+                                            "num_twin_images", "twin_steps")})
     except ValueError as err:
         ap.error(str(err))
     try:
