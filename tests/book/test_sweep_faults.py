@@ -1,4 +1,4 @@
-"""Fault injection: a sweep killed (SIGKILL of its whole process group) at seeded random
+"""Fault injection: a sweep killed (SIGKILL of it and every process it started) at seeded random
 moments, several times, then run to completion, merges to the table of a run that was
 never interrupted; after every kill each table present is whole and equal to the
 uninterrupted run's, and merge reads only those."""
@@ -87,6 +87,44 @@ def _check_partial(out: Path, reference: pd.DataFrame, tmp_path: Path) -> set[st
     return present
 
 
+def _sweep_pids(marker: bytes) -> list[int]:
+    """Live processes (not zombies) whose environment holds ``marker``: a sweep and its kernels."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes() and \
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def _kill_sweep(proc: subprocess.Popen, marker: str, timeout: float = 60.0) -> None:
+    """SIGKILL the sweep and every process it started, as a crash or a job kill would; wait.
+
+    Jupyter starts each kernel in a session of its own, so the sweep's process group does
+    not hold its kernels: they are found by the marker in their environment. Killing only
+    the group would leave a kernel measuring (and writing tables) until its parent poller
+    notices, about a second later.
+    """
+    with contextlib.suppress(ProcessLookupError):  # it may have finished on its own
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its shards
+    if not Path("/proc").is_dir():  # no way to find the kernels: let their poller end them
+        time.sleep(3.0)
+        return
+    deadline = time.time() + timeout
+    while pids := _sweep_pids(marker.encode()):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.time() > deadline:
+            raise AssertionError(f"processes {pids} of the killed sweep survive SIGKILL")
+        time.sleep(0.05)
+
+
 def _work_started(out: Path, since: float, proc: subprocess.Popen) -> bool:
     """Wait until the kernel has begun its first model (a fresh "started" record)."""
     while proc.poll() is None:
@@ -137,8 +175,7 @@ def test_sweep_killed_at_random_moments_then_resumed_equals_an_uninterrupted_run
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         if _work_started(out, since, proc):
             time.sleep(delay)
-        with contextlib.suppress(ProcessLookupError):  # it may have finished on its own
-            os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its shards and their kernels
+        _kill_sweep(proc, f"LIELIB_CACHE={tmp_path / 'cache'}")  # sweep, shards, kernels
         interrupted += proc.wait() == -signal.SIGKILL
         seen.append(_check_partial(out, reference, tmp_path) if out.is_dir() else set())
         print(f"killed {'local' if local else 'plain'}{' --force' if force else ''} sweep "
