@@ -241,6 +241,9 @@ def run_sweep(
     command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
     mine = shard(models, *shard_spec)
     todo = [m for m in mine if force or not is_complete(out, m)]
+    for m in mine:  # a complete table has no failure record: one left by an interrupted
+        if m not in todo:  # --force rewrite is stale, the old table stands
+            failure_path(out, m).unlink(missing_ok=True)
     try:
         preflight(set_name, todo)
     except FileNotFoundError as err:
