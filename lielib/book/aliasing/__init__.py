@@ -15,7 +15,7 @@ from .cli import (
            main,
            run,
 )
-from .twin import compare_twin, train_twin, twin_ratios
+from .twin import measure_variant, train_twin, twin_ratios
 
 __all__ = ["ACTIONS", "DEFAULT_IMAGENET", "DEFAULT_ZOO", "EXPERIMENTS", "MissingTwinError",
-           "NothingMeasuredError", "compare_twin", "main", "run", "train_twin", "twin_ratios"]
+           "NothingMeasuredError", "main", "measure_variant", "run", "train_twin", "twin_ratios"]

@@ -137,7 +137,7 @@ def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
 
 def _twin(n: int, actions, seeds, steps, seed: int, skipped: list[str]):
     from ..blurpool import load_twin
-    from .twin import compare_twin, load_plain, twin_ratios
+    from .twin import load_plain, measure_variant, twin_ratios
 
     x, _ = zoo_images(n, seed)
     frames, models = [], []
@@ -147,6 +147,7 @@ def _twin(n: int, actions, seeds, steps, seed: int, skipped: list[str]):
         except NotAvailableError as err:
             record_skip(skipped, f"twin pair seed {s}", err)
             continue
+        plain_rows = measure_variant(plain, x, actions, "plain", seed=seed)
         models.append({"variant": "plain", "twin_seed": s, "steps": prec.get("step"),
                        "arch": prec["arch"], "params": prec["params"],
                        "test_acc": prec["test_acc"], "n_test": prec["n_test"]})
@@ -156,7 +157,8 @@ def _twin(n: int, actions, seeds, steps, seed: int, skipped: list[str]):
             except NotAvailableError as err:
                 record_skip(skipped, f"twin pair seed {s}, {k} steps", err)
                 continue
-            frames.append(compare_twin(plain, twin, x, actions, seed=seed)
+            frames.append(pd.concat([plain_rows, measure_variant(twin, x, actions, "blurall",
+                                                                 seed=seed)], ignore_index=True)
                           .assign(twin_seed=s, twin_steps=k))
             models.append({"variant": "blurall", "twin_seed": s, "steps": trec.get("step"),
                            "arch": trec["arch"], "params": trec["params"],

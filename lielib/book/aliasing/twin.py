@@ -22,7 +22,7 @@ from .. import blurpool
 from ..paths import ROOT, cache_dir
 from ..results import metadata, write_json
 
-__all__ = ["compare_twin", "load_plain", "plain_checkpoint", "train_twin", "twin_ratios"]
+__all__ = ["load_plain", "measure_variant", "plain_checkpoint", "train_twin", "twin_ratios"]
 
 
 def plain_checkpoint(zoo_name: str = "resnet-large", seed: int = 0) -> Path:
@@ -92,16 +92,16 @@ def train_twin(zoo_name: str = "resnet-large", *, seed: int = 0, steps: int | No
     return written
 
 
-def compare_twin(plain: torch.nn.Module, twin: torch.nn.Module, x: torch.Tensor, actions,
-                 *, references: int = 8, seed: int = 0) -> pd.DataFrame:
-    """Per image and action: ``lee`` and ``rho`` of each model, one row per variant."""
+def measure_variant(model: torch.nn.Module, x: torch.Tensor, actions, variant: str,
+                    *, references: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Per image and action: ``lee`` and ``rho`` of one member of a pair, labelled ``variant``.
+
+    The plain model of a pair is measured once however many twins it is compared with.
+    """
     from lielib import sensitivity_ratio
 
-    frames = []
-    for variant, model in (("plain", plain), ("blurall", twin)):
-        f = sensitivity_ratio(model, x, list(actions), references=references, seed=seed)
-        frames.append(f.assign(variant=variant))
-    return pd.concat(frames, ignore_index=True)
+    f = sensitivity_ratio(model, x, list(actions), references=references, seed=seed)
+    return f.assign(variant=variant)
 
 
 def _ratio_row(g: pd.DataFrame, seed: int) -> dict:

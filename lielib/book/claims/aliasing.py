@@ -55,13 +55,12 @@ def _fig1_centre(results: Path, base: Claim) -> Claim:
     _, _, sh, files = budgets(results)
     if CNN_MODEL not in set(sh.model):
         raise MissingResultsError(f"{CNN_MODEL} has no layer-wise budget yet")
-    r = _get(sh, CNN_MODEL, "activation")
-    parts, tops = [], []
+    parts, tops, act = [], [], {}
     for model in (CNN_MODEL, IMAGENET_CNN):
         if model not in set(sh.model):
             parts.append(f"{model}: not measured yet")
             continue
-        a = _get(sh, model, "activation")
+        a = act[model] = _get(sh, model, "activation")
         largest = _largest_kind(sh, model)
         tops.append(largest == "activation")
         parts.append(
@@ -75,6 +74,7 @@ def _fig1_centre(results: Path, base: Claim) -> Claim:
     else:
         parts.append(f"{VIT_MODEL}: not measured yet")
     verdict = "reproduced" if all(tops) else ("partly" if any(tops) else "not reproduced")
+    r = act[CNN_MODEL]
     return replace(base, value=100 * r.share, lo=100 * r.share_lo, hi=100 * r.share_hi,
                    n=int(r.n), verdict=verdict, files=files,
                    glued=(("act_cnn_share", 100 * r.share),), measured=(
