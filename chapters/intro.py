@@ -581,18 +581,15 @@ regenerate = (
 )
 
 
+def page_metadata(**extra) -> dict:
+    """The metadata both of this page's tables carry, with ``extra``."""
+    return metadata(command=regenerate, device="cpu", models=[f"{info.full_name} ({info.source})"],
+                    model_info=info.to_dict(), photos=lee_photos, output="softmax", **extra)
+
+
 def write_lee() -> None:
     """Store the table computed above, with its metadata."""
-    write_table(lee_path, table, metadata(
-        command=regenerate,
-        seed=None,
-        device="cpu",
-        models=[f"{info.full_name} ({info.source})"],
-        model_info=info.to_dict(),
-        photos=lee_photos,
-        output="softmax",
-        reduce="mean_abs",
-    ))
+    write_table(lee_path, table, page_metadata(seed=None, reduce="mean_abs"))
 
 
 def other_request(meta: dict) -> str | None:
@@ -610,17 +607,9 @@ rho_table = rho_frame[["photo", "action", "lee", "rho", "rho_se", "rho_matched"]
 
 def write_rho() -> None:
     """Store the sensitivity ratios computed above, with their metadata."""
-    write_table(rho_path, rho_table, metadata(
-        command=regenerate,
-        seed=reference_seed,
-        device="cpu",
-        models=[f"{info.full_name} ({info.source})"],
-        model_info=info.to_dict(),
-        photos=lee_photos,
-        output="softmax",
-        references=n_references,
-        spectrum="gradient (rho), tangent (rho_matched)",
-    ))
+    write_table(rho_path, rho_table, page_metadata(
+        seed=reference_seed, references=n_references,
+        spectrum="gradient (rho), tangent (rho_matched)"))
 
 
 def other_rho_request(meta: dict) -> str | None:
