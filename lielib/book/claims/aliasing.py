@@ -42,6 +42,22 @@ def _get(sh: pd.DataFrame, model: str, group: str) -> pd.Series:
     return sh[(sh.model == model) & (sh.group == group)].iloc[0]
 
 
+def _models_of(images: pd.DataFrame, sh: pd.DataFrame, families: tuple[str, ...],
+               what: str) -> list[str]:
+    """The measured models of ``families``, sorted; raises when there is none."""
+    fam = images.drop_duplicates("model").set_index("model").family
+    models = sorted(m for m in sh.model.unique() if fam[m] in families)
+    if not models:
+        raise MissingResultsError(f"no {what} has a layer-wise budget yet")
+    return models
+
+
+def _lowest(sh: pd.DataFrame, models: list[str], group: str) -> tuple[str, dict[str, pd.Series]]:
+    """The model with the smallest squared share of ``group``, and every model's row."""
+    rows = {m: _get(sh, m, group) for m in models}
+    return min(rows, key=lambda m: rows[m].share), rows
+
+
 def _largest_kind(sh: pd.DataFrame, model: str) -> str:
     kinds = sh[(sh.model == model) & ~sh.group.isin(_NOT_KINDS)]
     return str(kinds.set_index("group").share.idxmax())
@@ -90,12 +106,8 @@ def _fig1_centre(results: Path, base: Claim) -> Claim:
        paper="In CNNs, downsampling layers and non-linearities carry most of the error")
 def _fig4a(results: Path, base: Claim) -> Claim:
     _, images, sh, files = budgets(results)
-    fam = images.drop_duplicates("model").set_index("model").family
-    cnns = sorted(m for m in sh.model.unique() if fam[m] == "cnn")
-    if not cnns:
-        raise MissingResultsError("no CNN has a layer-wise budget yet")
-    rows = {m: _get(sh, m, "nonlinear_or_down") for m in cnns}
-    low = min(rows, key=lambda m: rows[m].share)
+    cnns = _models_of(images, sh, ("cnn",), "CNN")
+    low, rows = _lowest(sh, cnns, "nonlinear_or_down")
     r, high = rows[low], max(v.share for v in rows.values())
     verdict = "reproduced" if all(v.share_lo > 0.5 for v in rows.values()) else (
         "partly" if any(v.share_lo > 0.5 for v in rows.values()) else "not reproduced")
@@ -116,16 +128,12 @@ def _fig4a(results: Path, base: Claim) -> Claim:
        paper="In ViTs, the patch embedding (the one downsampling step) is the largest contributor")
 def _fig4b(results: Path, base: Claim) -> Claim:
     modules, images, sh, files = budgets(results)
-    fam = images.drop_duplicates("model").set_index("model").family
-    tok = sorted(m for m in sh.model.unique() if fam[m] in ("vit", "mixer"))
-    if not tok:
-        raise MissingResultsError("no token model has a layer-wise budget yet")
+    tok = _models_of(images, sh, ("vit", "mixer"), "token model")
     main = modules[(modules.action == MAIN_ACTION) & (modules.stencil == STENCIL)
                    & modules.model.isin(tok)]
     tops = main.sort_values("value", ascending=False).groupby("model").head(1)
     n_top = int(tops.layer_kind.eq("embed").sum())
-    rows = {m: _get(sh, m, "embed") for m in tok}
-    low = min(rows, key=lambda m: rows[m].share)
+    low, rows = _lowest(sh, tok, "embed")
     r = rows[low]
     verdict = "reproduced" if n_top == len(tok) else ("partly" if n_top else "not reproduced")
     return replace(base, value=100 * r.share, lo=100 * r.share_lo, hi=100 * r.share_hi,
