@@ -13,7 +13,9 @@ each transformed batch and reports one row per image (column ``image``):
 
 Shared convention:
     * ``x`` is ``(B, C, H, W)``, floating point, finite; the model maps it to
-      ``(B, num_classes)`` logits (any number of classes, any device).
+      ``(B, num_classes)`` logits (any number of classes, any device). Non-finite
+      outputs raise ``FloatingPointError``, as in :func:`lielib.lee`: a NaN would
+      otherwise read as perfect invariance (``+inf`` dB, full consistency).
     * The model runs in :func:`lielib.lie.measuring` (eval mode, restored) under
       ``torch.no_grad()``.
     * Random transforms are drawn on the CPU from ``torch.Generator().manual_seed(seed)``,
@@ -85,6 +87,11 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits (B, num_classes), got {shape}")
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(
+            "the model's output holds NaN or infinite values, so no metric can be computed; "
+            "check the model on this input (e.g. torch.isfinite(model(x)).all())"
+        )
     return out
 
 

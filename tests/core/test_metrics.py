@@ -328,3 +328,27 @@ def test_seed_and_integer_shift_arguments_are_checked():
         eq_t(model, x, seed="0")
     with pytest.raises(TypeError, match="whole pixels"):
         integer_translate(x, 0.5, 0)
+
+
+class NaNOutput(nn.Module):
+    """Finite weights, NaN logits: no metric may read this as invariance."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 5, dtype=F64)
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(-2, -1))) * math.nan
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [shift_consistency, eq_t, eq_t_frac, eq_r,
+     lambda m, x: sampled_invariance(m, x, "rotate", t_max=0.1)],
+    ids=["shift_consistency", "eq_t", "eq_t_frac", "eq_r", "sampled_invariance"],
+)
+def test_a_model_with_nan_outputs_raises_instead_of_scoring_invariant(metric):
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        metric(NaNOutput(), image())
+    with pytest.raises(FloatingPointError, match="not finite"):
+        lee(NaNOutput(), image(), ["rotate"])
