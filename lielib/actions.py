@@ -2,17 +2,21 @@
 
 Every action is a one-parameter group ``t -> T_t`` with ``T_0 = id`` and
 ``T_s T_t = T_{s+t}``. Geometric actions are built from a generator ``G`` (a ``2 x 3``
-matrix in normalised image coordinates) through ``theta(t) = exp(t G)``; the colour
-action ``saturate`` implements the same small protocol, so nothing downstream branches
-on a transform's name.
+matrix) through ``theta(t) = exp(t G)``; the colour action ``saturate`` implements the
+same small protocol, so nothing downstream branches on a transform's name.
 
 Convention (all geometric actions):
     * Image tensors are ``(B, C, H, W)``; coordinates are normalised to ``[-1, 1]`` with
       ``align_corners=True``; ``u`` runs along the width, ``v`` down the height.
     * ``theta(t)`` maps output coordinates to sampling coordinates, as
       ``F.affine_grid`` does: ``T_t x (p) = x(theta(t) p)``.
-    * ``t`` is in normalised units (``t = 1`` moves by half the image width), radians
-      for ``rotate``.
+    * The linear part of ``G`` acts on isotropic pixel coordinates, so ``rotate`` is a
+      rotation (and a shear a shear) on any ``H x W`` grid: in normalised coordinates
+      the generator is ``[[a, b r, c], [d / r, e, f]]`` for ``G = [[a, b, c], [d, e, f]]``
+      and ``r = (H - 1) / (W - 1)`` (:func:`generator_on`); ``r = 1`` for square images.
+    * ``t`` is in normalised units for translations (``t = 1`` moves by half the image
+      width for ``translate_x``, half its height for ``translate_y``), radians for
+      ``rotate``.
     * Bilinear interpolation, reflection padding about the border pixel centres.
     * ``tangent(x) = d/dt T_t x`` at ``t = 0``, with the stencil of
       :mod:`lielib.sampling` (``"paper"`` by default).
@@ -43,6 +47,7 @@ __all__ = [
     "check_image",
     "check_model",
     "compute_dtype",
+    "generator_on",
     "get_action",
     "list_actions",
 ]
@@ -164,37 +169,72 @@ def _as_t(t, x: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     return t
 
 
+def generator_on(generator, h: int, w: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A generator ``G`` (rows of a ``2 x 3`` matrix) in normalised coordinates of an ``H x W`` grid.
+
+    The linear part of ``G`` acts on pixel coordinates ``(X, Y) = ((W - 1) u, (H - 1) v) / 2``,
+    which have the same unit along both axes; the translation column stays in normalised
+    units. With ``r = (H - 1) / (W - 1)`` (1 when an axis has a single pixel) the result is
+    ``[[a, b r, c], [d / r, e, f]]``: unchanged for square images, and a true rotation
+    for ``rotate`` on any grid.
+
+    >>> generator_on(GENERATORS["rotate"], 48, 48)
+    ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
+    >>> generator_on(GENERATORS["rotate"], 5, 9)  # r = 4 / 8
+    ((0.0, 0.5, 0.0), (-2.0, 0.0, 0.0))
+    """
+    r = (h - 1) / (w - 1) if h > 1 and w > 1 else 1.0
+    (a, b, c), (d, e, f) = generator
+    return ((float(a), b * r, float(c)), (d / r, float(e), float(f)))
+
+
 @dataclass(frozen=True)
 class AffineAction:
     """The affine one-parameter group ``theta(t) = exp(t G)`` acting by resampling.
 
-    ``T_t x (p) = x(exp(t G) p)`` with ``p = (u, v, 1)`` in normalised coordinates; see
-    the module docstring for the full convention.
+    ``T_t x (p) = x(exp(t G_HW) p)`` with ``p = (u, v, 1)`` in normalised coordinates and
+    ``G_HW`` = :func:`generator_on` of ``G`` for the image's grid; see the module
+    docstring for the full convention.
+
+    >>> x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    >>> rotate = get_action("rotate")
+    >>> torch.allclose(rotate.act(x, 0.0), x)
+    True
+    >>> rotate.tangent(x).shape
+    torch.Size([1, 1, 3, 4])
     """
 
     name: str
     generator: tuple[tuple[float, float, float], tuple[float, float, float]]
 
-    def generator_matrix(self, *, dtype=torch.float64, device=None) -> torch.Tensor:
-        """``G`` as a ``(3, 3)`` matrix whose last row is zero."""
+    def generator_matrix(
+        self, *, dtype=torch.float64, device=None, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """``G`` as a ``(3, 3)`` matrix whose last row is zero.
+
+        With ``size = (H, W)`` the generator of that grid (:func:`generator_on`).
+        """
+        rows = self.generator if size is None else generator_on(self.generator, *size)
         g = torch.zeros(3, 3, dtype=dtype, device=device)
-        g[:2] = torch.tensor(self.generator, dtype=dtype, device=device)
+        g[:2] = torch.tensor(rows, dtype=dtype, device=device)
         return g
 
-    def theta(self, t: torch.Tensor) -> torch.Tensor:
+    def theta(self, t: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """``exp(t G)[:2]`` for a batch of ``t`` ``(B,)`` -> ``(B, 2, 3)``.
 
-        Computed in float64 for float64 ``t`` and in float32 otherwise.
+        ``size = (H, W)`` gives the group of that grid (:func:`generator_on`); computed in
+        float64 for float64 ``t`` and in float32 otherwise.
         """
         t = t.to(compute_dtype(t.dtype))
-        g = self.generator_matrix(dtype=t.dtype, device=t.device)
+        g = self.generator_matrix(dtype=t.dtype, device=t.device, size=size)
         return torch.linalg.matrix_exp(t[:, None, None] * g)[:, :2, :]
 
     def _resample(self, x: torch.Tensor, t: torch.Tensor, stencil: str) -> torch.Tensor:
         if x.shape[0] == 0:
             return x.clone() + 0 * t.sum().to(x.dtype)  # empty, but still a function of t
         img = x.to(compute_dtype(x.dtype))
-        return affine_sample(img, self.theta(t), stencil=stencil).to(x.dtype)
+        theta = self.theta(t, tuple(x.shape[-2:]))
+        return affine_sample(img, theta, stencil=stencil).to(x.dtype)
 
     def act(self, x: torch.Tensor, t, *, stencil: str = "paper") -> torch.Tensor:
         check_image(x, self.name)

@@ -39,7 +39,8 @@ def tangents(
     generator: ``tau_G x = (G p)_u * tau_u x + (G p)_v * tau_v x``, where ``tau_u`` and
     ``tau_v`` are the tangents of ``translate_x`` and ``translate_y`` and ``p = (u, v, 1)``
     is each pixel's normalised position. Two resampling derivatives therefore serve every
-    affine action, whichever the stencil; other actions use their own ``tangent``.
+    affine action, whichever the stencil; other actions use their own ``tangent``. ``G``
+    is the generator of the image's grid (:func:`lielib.actions.generator_on`).
     Half-precision images are differentiated in float32 and rounded back.
     """
     check_image(x, "tangents")
@@ -60,7 +61,7 @@ def tangents(
             p = normalized_grid(*x.shape[-2:], dtype=x.dtype, device=x.device)
             fields = tau_u, tau_v, p
         tau_u, tau_v, p = fields
-        g = torch.tensor(a.generator, dtype=x.dtype, device=x.device)
+        g = a.generator_matrix(dtype=x.dtype, device=x.device, size=tuple(x.shape[-2:]))[:2]
         velocity = p @ g.T  # (H, W, 2): (G p)_u, (G p)_v
         out.append(velocity[..., 0] * tau_u + velocity[..., 1] * tau_v)
     return torch.stack(out).to(dtype)

@@ -246,3 +246,100 @@ def test_expanded_input_is_resampled_like_a_contiguous_copy():
 def test_unknown_stencil_in_act():
     with pytest.raises(ValueError, match="unknown stencil"):
         get_action("rotate").act(image(), 0.1, stencil="centre")
+
+
+# --- isotropic pixel coordinates: rotations are rotations on any grid ---------------------
+
+
+def _raw_act(a: AffineAction, x, t, stencil):
+    """The formula before isotropy: theta = exp(t G) with G as given, in normalised units."""
+    from lielib.sampling import affine_sample
+
+    t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
+    g = torch.zeros(3, 3, dtype=x.dtype)
+    g[:2] = torch.tensor(a.generator, dtype=x.dtype)
+    theta = torch.linalg.matrix_exp(t[:, None, None] * g)[:, :2]
+    return affine_sample(x, theta, stencil=stencil)
+
+
+@pytest.mark.parametrize("stencil", ["paper", "central"])
+@pytest.mark.parametrize("size", [16, 28, 32])
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_square_images_are_resampled_as_before(name, size, stencil):
+    """On square grids the isotropic generator is the normalised one: nothing changes."""
+    from lielib.tangents import tangents
+
+    a = get_action(name)
+    x = image(h=size, w=size)
+    for t in (0.07, -0.4):
+        torch.testing.assert_close(a.act(x, t, stencil=stencil), _raw_act(a, x, t, stencil),
+                                   atol=1e-12, rtol=0)
+    zero = torch.zeros((), dtype=torch.float64)
+    raw = jvp(lambda t: _raw_act(a, x, t, stencil), (zero,), (torch.ones_like(zero),))[1]
+    torch.testing.assert_close(a.tangent(x, stencil=stencil), raw, atol=1e-9, rtol=0)
+    torch.testing.assert_close(tangents(x, [name], stencil=stencil)[0], raw, atol=1e-9, rtol=0)
+    x32 = x.float()  # float32, as the book measures: the same numbers to the last bit
+    assert torch.equal(a.act(x32, 0.3, stencil=stencil), _raw_act(a, x32, 0.3, stencil))
+    tau_u = get_action("translate_x").tangent(x32, stencil=stencil)
+    tau_v = get_action("translate_y").tangent(x32, stencil=stencil)
+    velocity = normalized_grid(size, size, dtype=x32.dtype) @ torch.tensor(a.generator).float().T
+    old = velocity[..., 0] * tau_u + velocity[..., 1] * tau_v  # the batched tangent, as before
+    assert torch.equal(tangents(x32, [name], stencil=stencil)[0], old)
+
+
+def blob(h, w, cy, cx, sigma=4.0):
+    """A smooth Gaussian blob centred at pixel (cy, cx), (1, 1, H, W) float64."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
+    return torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))[None, None]
+
+
+@pytest.mark.parametrize("hw", [(48, 64), (64, 48), (33, 21)])
+def test_rotate_is_a_rotation_in_pixels_on_non_square_images(hw):
+    h, w = hw
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    # compared inside the inscribed circle: beyond it the corners sample reflected content
+    inside = (blob(h, w, cy, cx, sigma=1.0) > math.exp(-(min(h, w) / 2 - 1) ** 2 / 2)).expand(1, 1, h, w)
+    # a centred disc stays a disc
+    disc = blob(h, w, cy, cx, sigma=4.0)
+    torch.testing.assert_close(get_action("rotate").act(disc, 0.6)[inside], disc[inside],
+                               atol=0.02, rtol=0)  # bilinear error of a sigma=4 blob
+    # an off-centre blob lands where the rotation of pixel coordinates puts it
+    t, dy, dx = 0.5, 6.0, 9.0
+    moved = get_action("rotate").act(blob(h, w, cy + dy, cx + dx), t)
+    # output p samples input R(t) p, so content at q appears at R(-t) q
+    c, s = math.cos(t), math.sin(t)
+    ex, ey = c * dx - s * dy, s * dx + c * dy
+    torch.testing.assert_close(moved[inside], blob(h, w, cy + ey, cx + ex)[inside], atol=0.02,
+                               rtol=0)
+
+
+def test_rotate_agrees_with_the_band_limited_rotation_on_non_square_images():
+    from lielib.fourier import fourier_rotate
+
+    x = blob(48, 64, 20.0, 38.0)
+    torch.testing.assert_close(get_action("rotate").act(x, 0.4), fourier_rotate(x, 0.4),
+                               atol=0.02, rtol=0)  # bilinear against sinc interpolation
+
+
+@pytest.mark.parametrize("name", ["rotate", "shear_x", "shear_y", "hyperbolic_rotate"])
+def test_tangents_of_non_square_images_match_the_action(name):
+    """The batched tangents and the action's own derivative use the same grid's generator."""
+    from lielib.tangents import tangents
+
+    x = image(h=12, w=20)
+    for stencil in ("paper", "central"):
+        torch.testing.assert_close(tangents(x, [name], stencil=stencil)[0],
+                                   get_action(name).tangent(x, stencil=stencil),
+                                   atol=1e-9, rtol=1e-9)
+
+
+def test_generator_on_keeps_square_grids_and_linear_relations():
+    from lielib.actions import generator_on
+
+    for name, g in GENERATORS.items():
+        assert generator_on(g, 28, 28) == tuple(tuple(float(v) for v in row) for row in g), name
+    rot = torch.tensor(generator_on(GENERATORS["rotate"], 48, 64))
+    shx = torch.tensor(generator_on(GENERATORS["shear_x"], 48, 64))
+    shy = torch.tensor(generator_on(GENERATORS["shear_y"], 48, 64))
+    torch.testing.assert_close(rot, shx - shy)  # rotate = shear_x - shear_y on every grid
