@@ -187,3 +187,224 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     other.write_text("in progress")
     write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1]}), {})
     assert not stale.exists() and other.exists()
+
+
+# --- a table is read only with metadata that carries its hash ----------------------------
+
+def _edited_without(tmp_path, what):
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1, 2]}), {"seed": 0})
+    path.write_text(path.read_text().replace("2", "20"))  # edited by hand
+    if what == "metadata":
+        meta_path(path).unlink()
+    else:
+        meta = json.loads(meta_path(path).read_text())
+        del meta["csv_sha256"]  # a file from before the hash was recorded
+        meta_path(path).write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("what", ["metadata", "hash"])
+def test_an_edited_table_without_metadata_or_hash_is_not_read(tmp_path, what):
+    from lielib.book.results import ResultsMismatchError
+
+    path = _edited_without(tmp_path, what)
+    expected = "has no metadata t.meta.json" if what == "metadata" else "t.meta.json has no csv_sha256"
+    with pytest.raises(ResultsMismatchError, match=expected) as err:
+        read_or_compute(path, how="python -m make_t")
+    message = str(err.value)
+    assert "python -m make_t" in message and "recompute=True" in message
+    assert f"git restore {path} {meta_path(path)}" in message
+    frame, meta = read_or_compute(  # recomputing is the way out
+        path, lambda: write_table(path, pd.DataFrame({"a": [3]}), {"seed": 1}), recompute=True)
+    assert frame.a.tolist() == [3] and meta["seed"] == 1
+
+
+def test_a_binary_table_is_an_error_naming_the_file(tmp_path):
+    from lielib.book.results import ResultsMismatchError, UnreadableResultsError, read_json
+
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1]}), {})
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ResultsMismatchError, match=f"{path} does not match"):
+        read_table(path)
+    import hashlib
+
+    meta = json.loads(meta_path(path).read_text())  # metadata that vouches for the bytes
+    meta["csv_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(UnreadableResultsError, match=f"{path} is not a UTF-8 CSV table "
+                       r"\(UnicodeDecodeError"):
+        read_table(path)
+    (tmp_path / "x.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(UnreadableResultsError, match=f"{tmp_path / 'x.json'} is not a JSON file"):
+        read_json(tmp_path / "x.json")
+
+
+# --- a killed write leaves the old pair or the new one ------------------------------------
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs in the writer (cleanup aside)."""
+
+
+@pytest.mark.parametrize(("renames", "survivor"), [(0, "old"), (1, "old"), (2, "new"), (3, "new")],
+                         ids=["before-any-rename", "after-metadata", "after-table", "after-all"])
+def test_a_write_killed_after_each_step_leaves_a_readable_pair(tmp_path, monkeypatch, renames,
+                                                               survivor):
+    from lielib.book import results
+
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"v": ["old"] * 3}), {"v": "old"})
+    real, done = results._rename, []
+
+    def rename_then_die(src, dst):
+        if len(done) == renames:
+            raise _Killed
+        real(src, dst)
+        done.append(dst)
+        if len(done) == renames:
+            raise _Killed
+
+    monkeypatch.setattr(results, "_rename", rename_then_die)
+    with pytest.raises(_Killed):
+        write_table(path, pd.DataFrame({"v": ["new"] * 2}), {"v": "new"})
+    monkeypatch.setattr(results, "_rename", real)
+    frame, meta = read_table(path)
+    assert frame.v.tolist() == [survivor] * (3 if survivor == "old" else 2)
+    assert meta["v"] == survivor and "replaces" not in meta
+    write_table(path, pd.DataFrame({"v": ["next"]}), {"v": "next"})  # the next write recovers
+    frame, meta = read_table(path)
+    assert frame.v.tolist() == ["next"] and meta["v"] == "next"
+    assert "replaces" not in json.loads(meta_path(path).read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.meta.json"]
+
+
+def test_a_first_write_killed_after_its_metadata_leaves_no_table(tmp_path, monkeypatch):
+    from lielib.book import results
+
+    real = results._rename
+
+    def die_after_one(src, dst):
+        real(src, dst)
+        raise _Killed
+
+    monkeypatch.setattr(results, "_rename", die_after_one)
+    with pytest.raises(_Killed):
+        write_table(tmp_path / "t.csv", pd.DataFrame({"v": [1]}), {})
+    monkeypatch.setattr(results, "_rename", real)
+    with pytest.raises(MissingResultsError):
+        read_table(tmp_path / "t.csv")
+    write_table(tmp_path / "t.csv", pd.DataFrame({"v": [2]}), {})
+    assert read_table(tmp_path / "t.csv")[0].v.tolist() == [2]
+
+
+_KILLER = """
+import os, random, signal, sys, time
+import pandas as pd
+from lielib.book.results import read_table, write_table
+
+path, rounds, rng = sys.argv[1], int(sys.argv[2]), random.Random(int(sys.argv[3]))
+frame = lambda i: pd.DataFrame({"i": [i] * 40, "value": range(40)})
+write_table(path, frame(0), {"i": 0})
+for r in range(rounds):
+    pid = os.fork()
+    if pid == 0:  # a writer that rewrites the pair until it is killed
+        k = 0
+        while True:
+            k += 1
+            write_table(path, frame(r * 100000 + k), {"i": r * 100000 + k})
+    time.sleep(rng.uniform(0.0, 0.02))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    table, meta = read_table(path)  # raises if the kill left no readable pair
+    assert (table["i"] == meta["i"]).all() and len(table) == 40, (r, meta["i"])
+print("survived", rounds)
+"""
+
+
+@pytest.mark.slow
+def test_writers_killed_at_random_moments_leave_a_readable_pair(tmp_path):
+    """SIGKILL at random moments of rewriting one table: every time, a whole pair is read."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _KILLER, str(tmp_path / "t.csv"), "150", "0"],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "survived 150" in res.stdout
+
+
+# --- an index and metadata values survive the round trip ---------------------------------
+
+def test_a_named_index_is_stored_as_columns(tmp_path):
+    by_image = pd.DataFrame({"rotate": [0.1, 0.2]}, index=pd.Index([7, 9], name="image"))
+    back, meta = read_table(write_table(tmp_path / "a.csv", by_image, {}))
+    pd.testing.assert_frame_equal(back, by_image.reset_index())
+    assert meta["columns"] == ["image", "rotate"]
+    two = by_image.assign(action="rotate").set_index("action", append=True)
+    back, _ = read_table(write_table(tmp_path / "b.csv", two, {}))
+    assert list(back.columns) == ["image", "action", "rotate"]
+    labels = pd.DataFrame({"x": [1, 2]}, index=["cat", "dog"])  # labels, unnamed
+    back, _ = read_table(write_table(tmp_path / "c.csv", labels, {}))
+    assert back["index"].tolist() == ["cat", "dog"]
+    filtered = pd.DataFrame({"x": [1, 2, 3]})[lambda d: d.x > 1]  # row numbers 1, 2: not stored
+    back, _ = read_table(write_table(tmp_path / "d.csv", filtered, {}))
+    assert list(back.columns) == ["x"] and back.x.tolist() == [2, 3]
+    clash = pd.DataFrame({"image": [1]}, index=pd.Index([0], name="image"))
+    with pytest.raises(ValueError, match="rename the index"):
+        write_table(tmp_path / "e.csv", clash, {})
+
+
+def test_metadata_arrays_sets_and_scalars_are_json_values(tmp_path):
+    import datetime
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    meta = {"ids": np.array([3, 1, 2]), "grid": np.array([[0.5, np.nan]]), "tags": {"b", "a", "c"},
+            "size": (3, 224, 224), "mean": np.float32(0.25), "n": np.int64(4), "ok": np.bool_(True),
+            "t": torch.tensor([1.5, 2.0]), "where": Path("/x/y"), "keys": {1: "one", "2": "two"},
+            "day": datetime.date(2026, 1, 2), "series": pd.Series([1, 2], index=["a", "b"])}
+    _, back = read_table(write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1]}), meta))
+    assert back["ids"] == [3, 1, 2] and back["grid"] == [[0.5, None]]
+    assert back["tags"] == ["a", "b", "c"] and back["size"] == [3, 224, 224]
+    assert back["mean"] == 0.25 and back["n"] == 4 and back["ok"] is True
+    assert back["t"] == [1.5, 2.0] and back["where"] == "/x/y"
+    assert back["keys"] == {"1": "one", "2": "two"} and back["day"] == "2026-01-02"
+    assert back["series"] == [1, 2]
+
+
+# --- output paths are checked before any work ------------------------------------------------
+
+def test_check_output_accepts_a_creatable_path_and_creates_nothing(tmp_path, monkeypatch):
+    from lielib.book.results import check_output
+
+    monkeypatch.chdir(tmp_path)
+    assert check_output("a/b", "--out") == tmp_path / "a" / "b"
+    assert check_output("a/b.json", "--out", folder=False, suffix=".json") == tmp_path / "a" / "b.json"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs", "match"),
+    [
+        (lambda t: (t / "f").write_text("x") and t / "f", {}, "is a file: pass a folder"),
+        (lambda t: (t / "f").write_text("x") and t / "f" / "sub", {}, r"is inside .*f, which is a file"),
+        (lambda t: t, {"folder": False, "suffix": ".json"}, "is a folder: pass a file name such as"),
+        (lambda t: t / "out.csv", {"folder": False, "suffix": ".json"}, "ending in .json"),
+        (lambda t: (t / "f").write_text("x") and t / "f" / "o.json", {"folder": False},
+         "which is a file"),
+    ],
+    ids=["folder-is-file", "folder-inside-file", "file-is-folder", "suffix", "file-inside-file"],
+)
+def test_check_output_refuses_what_cannot_be_written(tmp_path, setup, kwargs, match):
+    from lielib.book.results import OutputPathError, check_output
+
+    with pytest.raises(OutputPathError, match=match):
+        check_output(setup(tmp_path), "--out", **kwargs)
+
+
+def test_check_output_refuses_a_folder_without_write_permission(tmp_path, monkeypatch):
+    from lielib.book.results import OutputPathError, check_output
+
+    monkeypatch.setattr(os, "access", lambda p, mode: os.fspath(p) != os.fspath(tmp_path))
+    with pytest.raises(OutputPathError, match=f"{tmp_path} is not writable"):
+        check_output(tmp_path / "new" / "deeper", "--out")

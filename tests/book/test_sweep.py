@@ -318,15 +318,11 @@ def test_committed_results_match_schema(set_name: str) -> None:
         assert table["accuracy"].isna().all()
     else:
         assert table["accuracy"].between(0, 1).all()
-    # Tables made before the move to lielib.book name the old module paths (reproduce.md).
-    sweep_mod = meta["produced_by"]
-    assert sweep_mod in ("lielib.book.sweep", "lielib.sweep")
-    worker = ("chapters/workers/measure_model.py" if sweep_mod == "lielib.book.sweep"
-              else "chapters/measure_model.py")
-    assert meta["command"].startswith(f"python -m {sweep_mod} merge")
+    assert meta["produced_by"] == "lielib.book.sweep"
+    assert meta["command"].startswith("python -m lielib.book.sweep merge")
     assert meta["sweep_commands"]
-    assert all(c.startswith(f"python -m {sweep_mod} {worker} --models " + set_name)
-               for c in meta["sweep_commands"])
+    assert all(c.startswith("python -m lielib.book.sweep chapters/workers/measure_model.py "
+                            f"--models {set_name}") for c in meta["sweep_commands"])
     assert meta["missing"] == [] and meta["failures"] == []
     per_model = sorted((ROOT / "results" / "architectures" / set_name).glob("*.csv"))
     assert len(per_model) == len(set_models(set_name))

@@ -7,6 +7,7 @@ stray copies, header-only files, rows of another model, unreadable or unmatched 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -222,8 +223,9 @@ def _two_models(out: Path, m: str) -> None:
 
 
 def _not_utf8(out: Path, m: str) -> None:
-    sweep.result_path(out, m).write_bytes(b"model,image\n\xff\xfe\x00garbage\n")
-    json_meta = {"csv_sha256": "0" * 64}
+    data = b"model,image\n\xff\xfe\x00garbage\n"
+    sweep.result_path(out, m).write_bytes(data)
+    json_meta = {"csv_sha256": hashlib.sha256(data).hexdigest()}  # vouches for the bytes
     meta_path(sweep.result_path(out, m)).write_text(json.dumps(json_meta))
 
 
@@ -252,7 +254,7 @@ CORRUPTIONS = {
     "header-only": (_header_only, r"{m}\.csv has a header but no rows; delete {m}\.csv"),
     "other-model": (_other_models_rows, r"{m}\.csv holds rows of '{m0}', whose table is {m0}\.csv"),
     "two-models": (_two_models, r"{m}\.csv holds rows of 2 models"),
-    "unreadable": (_not_utf8, r"cannot read .*{m}\.csv \(UnicodeDecodeError"),
+    "unreadable": (_not_utf8, r"{m}\.csv is not a UTF-8 CSV table \(UnicodeDecodeError"),
     "edited": (_edited, r"{m}\.csv: .*does not match its metadata"),
     "no-metadata": (_no_metadata, r"{m}\.csv has no metadata {m}\.meta\.json"),
     "not-in-set": (_not_in_set, r"no-such-model\.csv: model 'no-such-model' is not in set 'zoo-init'"),

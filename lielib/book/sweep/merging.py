@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..results import ResultsMismatchError, meta_path, metadata, read_table, write_table
+from ..results import UnreadableResultsError, meta_path, metadata, read_table, write_table
 from .core import ROOT, result_path
 from .inputs import SweepError
 
@@ -41,7 +41,7 @@ def read_model_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict, str]:
     """One per-model table, checked; ``(table, meta, model)``.
 
     Raises:
-        SweepError: the file cannot be read, has no (or a mismatched) metadata, no rows, no
+        SweepError: the file cannot be read, has no metadata carrying its hash, no rows, no
             ``model`` column, rows of several models, or rows of a model other than the one
             its name says; the message names the file and what to do.
     """
@@ -50,13 +50,10 @@ def read_model_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict, str]:
            "measures only the models that have no table")
     try:
         table, meta = read_table(path)
-    except ResultsMismatchError as err:
-        raise SweepError(f"{path}: {err}") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except UnreadableResultsError as err:
+        raise SweepError(f"{path}: {err} In a sweep: {fix}") from None
+    except OSError as err:
         raise SweepError(f"cannot read {path} ({type(err).__name__}: {err}); {fix}") from None
-    if not isinstance(meta, dict) or not meta.get("csv_sha256"):
-        raise SweepError(f"{path} has no metadata {meta_path(path).name} with its csv_sha256, so it "
-                         f"was not written by a sweep (or its writer was killed); {fix}")
     if table.empty:
         raise SweepError(f"{path} has a header but no rows; {fix}")
     if "model" not in table:
