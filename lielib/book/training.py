@@ -9,8 +9,9 @@ MAE and its fine-tuned classifiers) goes through :func:`fit`:
 - gradient norm clipped at ``grad_clip``;
 - a loss curve: the mean training loss of every ``log_every`` steps.
 
-Checkpoints are written atomically (:func:`save_checkpoint`: a temporary file in the same
-folder, then ``os.replace``), so a killed run leaves the old file or the new one, never a
+Checkpoints are written atomically (:func:`save_checkpoint`, through
+:func:`lielib.book.results.atomic_path`: a temporary file in the same folder, then
+``os.replace``), so a killed run leaves the old file or the new one, never a
 truncated one, and :func:`load_checkpoint` names the file when it cannot be read.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .results import remove_stale_temporaries
+from .results import atomic_path
 
 __all__ = [
     "CheckpointError",
@@ -210,7 +210,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     Tensors are detached and moved to the CPU first, so the file loads anywhere.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def cpu(obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
@@ -221,16 +220,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             return type(obj)(cpu(v) for v in obj)
         return obj
 
-    prefix = f".{path.name}."  # + the writer's pid: a killed writer's file is removed later
-    remove_stale_temporaries(path.parent, prefix)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(cpu(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
