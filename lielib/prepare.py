@@ -40,6 +40,44 @@ def flag_off(model: nn.Module, flag: str) -> Iterator[nn.Module]:
             setattr(m, flag, value)
 
 
+# Traced operators whose ``training`` argument a trace freezes: (kind, argument index).
+_TRAIN_ARGS = {
+    "aten::dropout": 2, "aten::dropout_": 2, "aten::feature_dropout": 2,
+    "aten::feature_dropout_": 2, "aten::alpha_dropout": 2, "aten::alpha_dropout_": 2,
+    "aten::feature_alpha_dropout": 2, "aten::feature_alpha_dropout_": 2,
+    "aten::batch_norm": 5, "aten::instance_norm": 5,
+}
+
+
+def _check_trace_mode(model: nn.Module) -> None:
+    """Raise if a ``torch.jit.trace`` in ``model`` froze train-mode dropout or BatchNorm."""
+    checked: list[str] = []
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.jit.TracedModule) or any(
+                name.startswith(c + ".") or c == "" for c in checked):
+            continue  # the inlined graph of a traced module covers its submodules
+        checked.append(name)
+        for node in m.inlined_graph.nodes():
+            at = _TRAIN_ARGS.get(node.kind())
+            if at is None:
+                continue
+            arg = list(node.inputs())[at]
+            if arg.node().kind() == "prim::Constant" and arg.toIValue() is True:
+                op = node.kind().split("::")[1]
+                raise ValueError(
+                    f"the traced model was recorded in train mode: its {op} runs in train mode "
+                    "whatever .eval() says (a trace freezes the flag), so every measurement "
+                    "would differ. Trace it in eval mode: torch.jit.trace(model.eval(), x)"
+                )
+
+
+def _restore_training(model: nn.Module, training: dict[nn.Module, bool]) -> None:
+    """Call ``train(flag)`` where a module's mode differs, parents before children."""
+    for m in model.modules():  # pre-order: a parent's train() also sets its children
+        if m.training != training.get(m, m.training):
+            m.train(training[m])
+
+
 @contextlib.contextmanager
 def measuring(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode with unfused attention; restore both on exit.
@@ -47,16 +85,28 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
     Fused attention (``F.scaled_dot_product_attention``) supports neither forward mode
     nor double backward on the CPU. Modules that expose a ``fused_attn`` flag (timm's
     attention blocks) are switched to the explicit softmax path while measuring. Eval
-    mode turns dropout off and keeps BatchNorm's running statistics as they are.
+    mode turns dropout off and keeps BatchNorm's running statistics as they are. Modes
+    are switched and restored through the modules' own ``train()``/``eval()`` methods,
+    so modules that act on them (escnn builds its filters on ``eval()`` and drops them
+    on ``train()``) end as they began, ``state_dict`` included. A ``torch.jit.trace``
+    recorded in train mode raises: its dropout cannot be switched off.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    >>> with measuring(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
     """
+    _check_trace_mode(model)
     training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
+        if any(training.values()):
+            model.eval()
         with flag_off(model, "fused_attn"):
             yield model
     finally:
-        for m, flag in training.items():
-            m.training = flag
+        _restore_training(model, training)
 
 
 def measuring_if_module(f: Callable) -> contextlib.AbstractContextManager:

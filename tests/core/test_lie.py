@@ -410,3 +410,63 @@ def test_half_precision_batchnorm_is_folded_in_float32(dtype):
     err = {fold: (lee(half, x.to(dtype), ["translate_x", "rotate"], fold_bn=fold) - ref).abs()
            .to_numpy().max() for fold in (True, False)}
     assert err[True] <= 2 * err[False]
+
+
+def dropout_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 9 * 9, 16), nn.Dropout(0.5),
+                         nn.Linear(16, 4)).double()
+
+
+def test_a_trace_recorded_in_train_mode_raises_and_one_in_eval_mode_is_measured():
+    x = image()
+    traced = torch.jit.trace(dropout_net().train(), x, check_trace=False)
+    for call in (lambda: lee(traced, x, "rotate"), lambda: lie_derivative(traced, x, "rotate"),
+                 lambda: lee(nn.Sequential(traced), x, "rotate")):
+        with pytest.raises(ValueError, match=r"recorded in train mode.*model.eval\(\)"):
+            call()
+    net = dropout_net().eval()
+    traced = torch.jit.trace(net, x).train()
+    first = lie_derivative(traced, x, "rotate")
+    torch.testing.assert_close(first, lie_derivative(traced, x, "rotate"), rtol=0, atol=0)
+    torch.testing.assert_close(first, lie_derivative(net, x, "rotate"))
+    assert traced.training
+
+
+class CachesOnEval(nn.Module):
+    """Builds a buffer on eval() and drops it on train(), as escnn's equivariant layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 9 * 9, 4).double()
+        self.calls = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.calls.append(mode)
+        if mode and hasattr(self, "filter"):
+            del self.filter
+        elif not mode:
+            self.register_buffer("filter", torch.tensor(2.0, dtype=torch.float64))
+        return self
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * (2.0 if self.training else self.filter)
+
+
+@pytest.mark.parametrize("start", ["train", "eval"])
+def test_measuring_switches_modes_through_the_modules_own_methods(start):
+    from lielib import layerwise_lee, sensitivity_ratio
+    from lielib.metrics import eq_t
+
+    net, x = CachesOnEval(), image()
+    net.train(start == "train")
+    state = set(net.state_dict())
+    for call in (lambda: lee(net, x, "rotate"), lambda: lie_derivative(net, x, "rotate"),
+                 lambda: sensitivity_ratio(net, x, "rotate"), lambda: eq_t(net, x),
+                 lambda: layerwise_lee(net, x, "rotate", modules=["fc"])):
+        call()
+        assert set(net.state_dict()) == state
+        assert net.training == (start == "train")
+    if start == "train":
+        assert net.calls[-2:] == [False, True]
