@@ -413,3 +413,61 @@ def test_cli_smoke_run_writes_every_table_with_metadata(tmp_path):
     again = main(["--preset", "smoke", "--out", str(out), "--cache", str(cache)])
     pd.testing.assert_frame_equal(read_table(again["epochs"])[0].drop(columns="seconds"),
                                   epochs.drop(columns="seconds"))
+
+
+# ----------------------------------------------------------------------------- the upright control
+
+
+def test_parse_variant_knows_the_upright_suffix_and_lists_it_when_refusing():
+    assert parse_variant("mae+up") == ("mae", False, True)
+    assert parse_variant("cnn+rot") == ("cnn", True, False)
+    assert parse_variant("scratch") == ("scratch", False, False)
+    for bad in ("mae+upright", "mae+rot+up", "up"):
+        with pytest.raises(ValueError, match=r"'\+up'"):
+            parse_variant(bad)
+
+
+def test_the_upright_variant_trains_on_the_upright_sources_of_the_rotated_training_digits(pool):
+    from lielib.book.rotated_mnist.train import training_digits
+
+    images, labels = pool
+    cfg = preset("smoke", variants=("mae+up",))
+    rotated = load_rotated_mnist("train", seed=cfg.seed, size=cfg.train_size)
+    x_up, y_up = training_digits(cfg, "mae+up")
+    x_rot, y_rot = training_digits(cfg, "mae")
+    assert x_up.shape == x_rot.shape == (cfg.train_size, 1, 28, 28)
+    torch.testing.assert_close(x_up, images[rotated.source].unsqueeze(1).float() / 255, rtol=0, atol=0)
+    assert torch.equal(y_up, labels[rotated.source]) and torch.equal(y_up, y_rot)
+    torch.testing.assert_close(x_rot, rotated.images, rtol=0, atol=0)
+    # the same digits: rotating each upright digit by its angle gives its rotated twin
+    torch.testing.assert_close(rotate_digits(x_up, rotated.angles), x_rot)
+    assert (x_up - x_rot).abs().flatten(1).mean(1).gt(0.02).float().mean() > 0.8
+
+
+def test_the_fingerprint_is_that_of_the_variants_without_the_control():
+    with_control = preset("full", seed=1, variants=["mae+up"])
+    assert with_control.fingerprint() == preset("full", seed=1).fingerprint() == "02957e2ebb"
+    assert preset("full").fingerprint() == "95ccd74dc1"
+
+
+def test_cli_smoke_run_of_the_upright_control(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    paths = main(["--preset", "smoke", "--variants", "mae+up", "--out", str(out), "--cache", str(cache)])
+    epochs, meta = read_table(paths["epochs"])
+    assert set(epochs["variant"]) == {"mae+up"} and epochs["upright_training"].all()
+    assert not epochs["rotation_augmentation"].any() and meta["finished_variants"] == ["mae+up"]
+    assert meta["command"].split("--variants ")[1].startswith("mae+up ")
+    summary, _ = read_table(paths["summary"])
+    assert (summary["n"] == 8).all() and set(summary["epoch"]) == {0, 1, 2}
+    contrasts, _ = read_table(paths["contrasts"])
+    assert set(contrasts["a"]) == {"mae+up@2"}  # no upright row without the rotated twin
+    # measured on the same rotated test digits as every other variant
+    lee_epoch0 = pd.read_csv(cache / "mae+up" / "lee" / "epoch_000.csv", index_col="image")
+    plain = preset("smoke", variants=("mae",))
+    from lielib.book.rotated_mnist.train import classifier
+
+    model = classifier(plain, "mae", cache)
+    model.load_state_dict(load_checkpoint(cache / "mae+up" / "epoch_000.pt")["model"])
+    x = load_rotated_mnist("test", seed=0, size=plain.lee_size).images
+    expected = measure.measure_lee(model, x)
+    np.testing.assert_allclose(lee_epoch0.to_numpy(), expected.to_numpy(), rtol=1e-6)

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "variants":
             p.add_argument(flag, nargs="+", default=None,
-                           help="mae, scratch, cnn; '+rot' adds rotation augmentation")
+                           help="mae, scratch, cnn; '+rot' adds rotation augmentation, '+up' fine-tunes "
+                           "on the same digits upright (e.g. mae+up)")
         else:
             p.add_argument(flag, type=type(f.default), default=None)
     p.add_argument("--out", default=None, help="results folder (default results/rotated_mnist/<preset>)")

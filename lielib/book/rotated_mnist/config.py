@@ -1,8 +1,11 @@
 """What defines one rotated-MNIST run: :class:`ExperimentConfig`, its presets and variants.
 
 A variant is a model kind and a training condition: ``mae`` (the MAE-pretrained ViT),
-``scratch`` (the same ViT from random initialisation) or ``cnn``, with ``+rot`` for a
-fresh random rotation ``U[0, 2 pi)`` of every training digit each time it is seen.
+``scratch`` (the same ViT from random initialisation) or ``cnn``, fine-tuned on the rotated
+training digits; with ``+rot`` every training digit also gets a fresh random rotation
+``U[0, 2 pi)`` each time it is seen; with ``+up`` (the upright control) the model is
+fine-tuned on the same training digits left upright, the MNIST originals the rotated
+digits were made from. Every variant is measured on the same rotated test digits.
 
 Presets (:data:`PRESETS`):
 
@@ -18,20 +21,42 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 
-__all__ = ["BASES", "PRESETS", "ExperimentConfig", "parse_variant", "preset"]
+__all__ = ["BASES", "PRESETS", "SUFFIXES", "ExperimentConfig", "Variant", "parse_variant", "preset"]
 
 BASES = ("mae", "scratch", "cnn")
 ALL_VARIANTS = ("mae", "scratch", "cnn", "mae+rot", "scratch+rot", "cnn+rot")
 
 
-def parse_variant(name: str) -> tuple[str, bool]:
-    """``"mae+rot"`` -> ``("mae", True)``; raises ``ValueError`` for unknown names."""
+SUFFIXES = {"": "the rotated training digits",
+            "rot": "the rotated training digits, each turned by a fresh random angle when drawn",
+            "up": "the same training digits upright (the MNIST originals of the rotated digits)"}
+"""The training condition a variant's suffix names (``""``: no suffix)."""
+
+
+class Variant(NamedTuple):
+    """A parsed variant name: the model kind and its training condition.
+
+    Attributes:
+        base: ``"mae"``, ``"scratch"`` or ``"cnn"``.
+        rotate: a fresh random rotation of every training digit each time it is drawn (``+rot``).
+        upright: fine-tuned on the upright originals of the training digits (``+up``).
+    """
+
+    base: str
+    rotate: bool
+    upright: bool
+
+
+def parse_variant(name: str) -> Variant:
+    """``"mae+rot"`` -> ``Variant("mae", rotate=True, upright=False)``; ``ValueError`` for unknown names."""
     base, _, suffix = name.partition("+")
-    if base not in BASES or suffix not in ("", "rot"):
+    if base not in BASES or suffix not in SUFFIXES:
         raise ValueError(f"unknown variant {name!r}; use one of {list(BASES)}, optionally with "
-                         "'+rot' for random-rotation augmentation (e.g. 'mae+rot')")
-    return base, suffix == "rot"
+                         "'+rot' for random-rotation augmentation (e.g. 'mae+rot') or '+up' to "
+                         "fine-tune on the same digits upright (e.g. 'mae+up')")
+    return Variant(base, rotate=suffix == "rot", upright=suffix == "up")
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,7 @@ class ExperimentConfig:
     @property
     def uses_mae(self) -> bool:
         """Whether any variant needs the pretrained encoder."""
-        return any(parse_variant(v)[0] == "mae" for v in self.variants)
+        return any(parse_variant(v).base == "mae" for v in self.variants)
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes what is trained (not the device, variants or sizes measured)."""

@@ -127,7 +127,9 @@ def contrasts(per_image: pd.DataFrame, metric: str = "lee", *, n_resamples: int 
 
     * ``training``: last epoch minus epoch 1, and last minus epoch 0, per variant;
     * ``pretraining``: ``mae`` minus ``scratch`` at the last epoch (each with and without ``+rot``);
-    * ``augmentation``: ``<base>+rot`` minus ``<base>`` at the last epoch.
+    * ``augmentation``: ``<base>+rot`` minus ``<base>`` at the last epoch;
+    * ``upright``: ``<base>+up`` minus ``<base>`` at the last epoch (the upright control,
+      when both are in the table).
 
     Returns:
         Columns ``question, a, b, n, difference, low, high`` (``a - b``; ``a`` and ``b``
@@ -145,6 +147,9 @@ def contrasts(per_image: pd.DataFrame, metric: str = "lee", *, n_resamples: int 
     for v, e in last.items():
         if v.endswith("+rot") and v[:-4] in last:
             pairs.append(("augmentation", (v, e), (v[:-4], last[v[:-4]])))
+    for v, e in last.items():
+        if v.endswith("+up") and v[:-3] in last:
+            pairs.append(("upright", (v, e), (v[:-3], last[v[:-3]])))
     rows = []
     for question, a, b in pairs:
         diff = (lr.loc[a] - lr.loc[b]).dropna().to_numpy()

@@ -8,7 +8,8 @@ its ``.meta.json``:
 
 * ``pretraining.csv``: MAE loss per epoch beside the zero-prediction reference;
   ``mae_examples.npz``: masked input, reconstruction and original of unseen digits;
-* ``epochs.csv``: per variant and epoch, training loss and test accuracy;
+* ``epochs.csv``: per variant and epoch, training loss and test accuracy (every variant,
+  the upright ``+up`` ones included, is scored and measured on rotated test digits);
 * ``final.csv``: per variant, accuracy on ``final_eval_size`` test digits and the gain over
   the last five epochs (a plateau check);
 * ``per_image.csv`` (variant, epoch, image, action, one column per metric: ``lee``) and
@@ -111,9 +112,9 @@ def collect(cfg: ExperimentConfig, folder: Path, out_dir: Path, *, command: str,
         if not path.is_file():
             continue
         state = load_checkpoint(path)
-        base, rotate = parse_variant(v)
+        base, rotate, upright = parse_variant(v)
         info = {"variant": v, "model": "cnn" if base == "cnn" else "vit", "pretrained": base == "mae",
-                "rotation_augmentation": rotate}
+                "rotation_augmentation": rotate, "upright_training": upright}
         epochs += [{**info, **r} for r in state["rows"]]
         if "final" in state:
             done.append(v)

@@ -38,7 +38,7 @@ from .data import load_pretraining_digits, load_rotated_mnist, load_upright_digi
 from .mae import MAE, zero_reference
 from .models import build_model, param_groups
 
-__all__ = ["batch_stream", "build_mae", "classifier", "pretrain", "train_variant"]
+__all__ = ["batch_stream", "build_mae", "classifier", "pretrain", "train_variant", "training_digits"]
 
 Log = Callable[[str], None]
 
@@ -149,7 +149,7 @@ def pretrain(cfg: ExperimentConfig, folder: Path, *, log: Log = print, progress:
 
 def classifier(cfg: ExperimentConfig, variant: str, folder: Path) -> nn.Module:
     """The model of ``variant`` before fine-tuning (``mae``: the pretrained encoder, a fresh head)."""
-    base, _ = parse_variant(variant)
+    base = parse_variant(variant).base
     model = build_model("cnn" if base == "cnn" else "vit", seed=cfg.seed, **_arch(cfg))
     if base == "mae":
         mae = load_checkpoint(folder / "pretrain" / "state.pt")["mae"]
@@ -161,26 +161,39 @@ def classifier(cfg: ExperimentConfig, variant: str, folder: Path) -> nn.Module:
     return model
 
 
+def training_digits(cfg: ExperimentConfig, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits ``variant`` is fine-tuned on: images ``(N, 1, 28, 28)`` and labels ``(N,)``.
+
+    The first ``cfg.train_size`` digits of the rotated training split; for an upright
+    variant (``+up``) the same digits in the same order, upright: the MNIST originals
+    (``RotatedMNIST.source``) the rotated digits were made from.
+    """
+    train = load_rotated_mnist("train", seed=cfg.seed, size=cfg.train_size)
+    if not parse_variant(variant).upright:
+        return train.images, train.labels
+    return load_upright_digits("train", seed=cfg.seed, size=cfg.train_size), train.labels
+
+
 def train_variant(cfg: ExperimentConfig, variant: str, folder: Path, *, log: Log = print,
                   progress: bool = False) -> dict:
-    """Fine-tune one variant on the rotated training digits, resuming per epoch.
+    """Fine-tune one variant on its training digits (:func:`training_digits`), resuming per epoch.
 
     Cross-entropy; AdamW with layer-wise LR decay ``cfg.layer_decay`` for the pretrained
     encoder (1 for the others); ``cfg.warmup_epochs`` of warm-up, cosine decay to 0. After
     every epoch: accuracy and loss on the first ``cfg.eval_size`` test digits; at the end,
-    on the first ``cfg.final_eval_size``.
+    on the first ``cfg.final_eval_size``. Every variant is evaluated on the rotated test digits.
 
     Returns:
         The final state: ``{"rows": [...], "final": {...}, "epoch", ...}``.
     """
-    base, rotate = parse_variant(variant)
+    base, rotate, _ = parse_variant(variant)
     vdir = folder / variant
     path = vdir / "state.pt"
     state = _resume(path, cfg.fingerprint())
     if state is not None and "final" in state:
         return state
     dev = torch.device(cfg.device)
-    train = load_rotated_mnist("train", seed=cfg.seed, size=cfg.train_size)
+    train_x, train_y = training_digits(cfg, variant)
     test = load_rotated_mnist("test", seed=cfg.seed, size=max(cfg.eval_size, cfg.final_eval_size))
     eval_xy = (test.images[: cfg.eval_size], test.labels[: cfg.eval_size])
     model = classifier(cfg, variant, folder).to(dev)
@@ -213,9 +226,9 @@ def train_variant(cfg: ExperimentConfig, variant: str, folder: Path, *, log: Log
         log(f"{variant}: resuming after epoch {state['epoch']}")
     else:
         start_model = copy.deepcopy(model)  # the function training starts from
-        recalibrate_batchnorm(start_model, train.images[: cfg.bn_size], device=dev)
+        recalibrate_batchnorm(start_model, train_x[: cfg.bn_size], device=dev)
         with torch.no_grad():
-            init_loss = F.cross_entropy(start_model(train.images[:512].to(dev)), train.labels[:512].to(dev))
+            init_loss = F.cross_entropy(start_model(train_x[:512].to(dev)), train_y[:512].to(dev))
         record(0, start_model, float(init_loss))
 
     def loss_fn(m: nn.Module, batch: tuple) -> torch.Tensor:
@@ -230,7 +243,7 @@ def train_variant(cfg: ExperimentConfig, variant: str, folder: Path, *, log: Log
 
     start = rows[-1]["epoch"] * per_epoch
     if start < steps:
-        fit(model, batch_stream(train.images, train.labels, batch_size=cfg.batch_size, gen=gen, rotate=rotate),
+        fit(model, batch_stream(train_x, train_y, batch_size=cfg.batch_size, gen=gen, rotate=rotate),
             loss_fn, opt, steps=steps, warmup=min(cfg.warmup_epochs * per_epoch, steps), start=start,
             log_every=per_epoch, on_step=on_step, desc=variant, progress=progress)
     n = cfg.final_eval_size
