@@ -151,7 +151,7 @@ def test_clear_errors(fake_chapter: Path, tmp_path: Path, kwargs: dict, match: s
 
 
 def test_paper_set_with_a_missing_imagenet_folder(tmp_path: Path) -> None:
-    with pytest.raises(sweep.SweepError, match="ImageNet folder /no/such/imagenet does not exist"):
+    with pytest.raises(sweep.SweepError, match="-p imagenet /no/such/imagenet: folder /no/such/imagenet does not exist"):
         sweep.run_sweep(ROOT / "chapters" / "workers" / "measure_model.py", "paper",
                         out=tmp_path / "out", params={"imagenet": "/no/such/imagenet"},
                         progress=False)

@@ -345,3 +345,95 @@ def test_overhead_measurement_rejects_bad_arguments(
     assert exit_info.value.code == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "o.json").exists()
+
+
+# --- folders named by parameters, actions: checked before any kernel --------------------------
+
+@pytest.fixture
+def no_kernel(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Record the parameters each kernel would get, without starting one."""
+    calls: list[dict] = []
+    monkeypatch.setattr("lielib.book.sweep.core._kernel",
+                        lambda chapter, nb, params, progress: calls.append(params))
+    return calls
+
+
+def test_a_relative_data_root_is_taken_from_where_the_sweep_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_kernel: list[dict]) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    _, extra, _ = sweep.shard_todo(WORKER, "zoo-init", params={"data_root": "data"})
+    assert extra["data_root"] == str(tmp_path / "data")
+    model = models_of("zoo-init", 1)[0]
+    sweep.run_sweep(WORKER, "zoo-init", only=[model], out="out", params={"data_root": "data"},
+                    progress=False)
+    (params,) = no_kernel
+    assert params["data_root"] == str(tmp_path / "data") and params["out"] == str(tmp_path / "out")
+
+
+@pytest.mark.parametrize("key", ["data_root", "imagenet"])
+def test_a_missing_folder_parameter_fails_before_any_kernel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        no_kernel: list[dict], key: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(WORKER), "--models", "zoo-init", "--out", "out", "-p", key, "nowhere"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"-p {key} nowhere: folder {tmp_path / 'nowhere'} does not exist" in err
+    assert "started in" in err and not no_kernel and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("actions", "match"),
+    [
+        ('["rotate", "rotat"]', r"-p actions: unknown action 'rotat'; available: .*rotate"),
+        ('["rotate", "scale", "rotate"]', r"names rotate more than once: each action is one column"),
+        ("[]", r"pass a non-empty list of action names"),
+    ],
+    ids=["unknown", "twice", "empty"],
+)
+def test_bad_actions_fail_before_any_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            no_kernel: list[dict], actions: str, match: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(WORKER), "--models", "zoo-init", "--out", str(tmp_path / "out"),
+              "-p", "actions", actions])
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not no_kernel and not (tmp_path / "out").exists()
+
+
+def test_measure_models_refuses_repeated_actions_before_the_first_model(tmp_path: Path) -> None:
+    with pytest.raises(sweep.SweepError, match="names rotate more than once"):
+        sweep.measure_models(["resnet-small"], set_name="zoo-init", out=tmp_path / "out",
+                             actions=["rotate", "rotate"])
+    assert not (tmp_path / "out").exists()  # no failure record: nothing started
+
+
+def test_the_local_executor_gets_absolute_folder_parameters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards run elsewhere (other processes, Slurm): they get the folders made absolute."""
+    from lielib.book.sweep import executors
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    seen: dict = {}
+
+    def submit_shards(executor, chapter, set_name, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(executors, "submit_shards", submit_shards)
+    with pytest.raises(SystemExit):
+        main([str(WORKER), "--models", "zoo-init", "--out", "out", "-p", "data_root", "data",
+              "--executor", "local", "--shards", "1", "--log-dir", str(tmp_path / "logs")])
+    assert seen["params"] == {"data_root": str(tmp_path / "data")}
+
+
+def test_merge_output_in_a_file_is_refused_before_reading(swept: tuple[Path, list[str]],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = swept
+    (out.parent / "taken").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["merge", str(out), "--output", str(out.parent / "taken" / "m.csv")])
+    assert "which is a file" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .core import ROOT, failure_path, is_complete, notebook_dir, parse_shard, run_sweep
-from .inputs import SweepError, check_folder, shard_todo
+from .inputs import FOLDER_PARAMETERS, SweepError, check_folder, shard_todo
 from .merging import merge
 
 __all__ = ["main"]
@@ -88,7 +88,8 @@ def _submit(args: argparse.Namespace, params: dict[str, str], command: str) -> i
     if args.executor == "slurm" and args.shards is None:
         raise SweepError("--executor slurm needs --shards N (one array task per shard)")
     shards = args.shards if args.shards is not None else (os.cpu_count() or 1)
-    models, _, _ = shard_todo(args.chapter, args.models, only=args.only, params=params)
+    models, extra, _ = shard_todo(args.chapter, args.models, only=args.only, params=params)
+    params = {**params, **{k: extra[k] for k in FOLDER_PARAMETERS if k in params}}  # absolute
     chapter = Path(args.chapter).resolve()
     out = check_folder(args.out or ROOT / "results" / chapter.stem / args.models, "--out")
     folder = check_folder(args.log_dir or notebook_dir(chapter, out) / "submitit", "--log-dir")

@@ -3,6 +3,10 @@ values, the model set and the results folder.
 
 Every check raises :class:`SweepError` with a message that names the problem and what to
 do about it, so a bad command fails at once instead of after (or inside) a kernel.
+
+The kernel runs in the worker's folder, so the folders a parameter names
+(:data:`FOLDER_PARAMETERS`) are made absolute here, against the folder the sweep is
+started from, and must exist; ``actions`` must name known actions, each once.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FOLDER_PARAMETERS",
     "RESERVED",
     "SweepError",
     "chapter_parameters",
+    "check_actions",
     "check_folder",
     "coerce_parameter",
     "shard_todo",
@@ -25,6 +31,8 @@ __all__ = [
 
 RESERVED = ("models", "source", "out", "command")
 """Parameters the sweep sets itself; a worker chapter must declare ``models`` and ``out``."""
+FOLDER_PARAMETERS = ("imagenet", "data_root")
+"""Worker parameters that name a folder: a relative one is taken from where the sweep runs."""
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -144,20 +152,54 @@ def _example(default: Any) -> str:
 
 
 def check_folder(path: str | os.PathLike, what: str) -> Path:
-    """``path`` resolved, after checking that it is (or can become) a folder.
+    """``path`` made absolute, after checking that it is (or can become) a writable folder.
 
     Raises:
-        SweepError: ``path`` or one of its parents exists and is not a folder.
+        SweepError: ``path`` or one of its parents is a file, or it cannot be written
+            (:func:`lielib.book.results.check_output`).
     """
-    path = Path(path).expanduser().resolve()
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is a file" if p == path else f"is inside {p}, which is a file"
-                raise SweepError(f"{what} {path} {where}: pass a folder (it is created if "
-                                 "missing; one table per model goes in it)")
-            break
-    return path
+    from ..results import OutputPathError, check_output
+
+    try:
+        return check_output(path, what).resolve()
+    except OutputPathError as err:
+        raise SweepError(f"{err} (one table per model goes in it)") from None
+
+
+def check_actions(actions: Any, what: str = "actions") -> list[str]:
+    """``actions`` as a list, after checking that it names known actions, each once.
+
+    Raises:
+        SweepError: not a non-empty list of names, an unknown action (the message lists
+            the known ones), or an action given twice (it would be two columns of one name).
+    """
+    from lielib import get_action
+
+    if isinstance(actions, str) or not isinstance(actions, (list, tuple)) or not actions:
+        raise SweepError(f"{what} {actions!r}: pass a non-empty list of action names, "
+                         """e.g. -p actions '["rotate", "scale"]'""")
+    twice = sorted({a for a in actions if list(actions).count(a) > 1}, key=str)
+    if twice:
+        raise SweepError(f"{what} {list(actions)!r} names {', '.join(map(str, twice))} more than "
+                         "once: each action is one column of the tables; list it once")
+    for a in actions:
+        try:
+            get_action(a)
+        except ValueError as err:
+            raise SweepError(f"{what}: {err}") from None
+    return list(actions)
+
+
+def _folder_parameter(key: str, value: Any) -> Any:
+    """A folder parameter made absolute against the working directory, checked to exist."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser().absolute()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise SweepError(f"-p {key} {value}: folder {path} {what} (a relative path is taken "
+                         "from the folder the sweep is started in)")
+    return str(path)
 
 
 def shard_todo(
@@ -169,8 +211,11 @@ def shard_todo(
 ) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """Check a sweep's inputs: the selected models, the typed extra parameters, the declared ones.
 
+    Folder parameters (:data:`FOLDER_PARAMETERS`) come back absolute.
+
     Raises:
-        SweepError: unknown set or model, unknown or ill-typed parameter; a worker without
+        SweepError: unknown set or model, unknown or ill-typed parameter; a folder
+            parameter that is no folder; unknown or repeated actions; a worker without
             ``models``/``out``; the ``paper`` sets without an ImageNet folder.
     """
     from ..modelsets import UnknownModelSetError, check_model, set_models
@@ -197,14 +242,13 @@ def shard_todo(
             raise SweepError(f"-p {key}: {Path(chapter).name} has no parameter {key!r}; "
                              f"it declares {sorted(declared)}")
         extra[key] = coerce_parameter(key, value, declared[key])
+        if key in FOLDER_PARAMETERS:
+            extra[key] = _folder_parameter(key, extra[key])
+        if key == "actions":
+            extra[key] = check_actions(extra[key], "-p actions")
     if set_name.startswith("paper") and not extra.get("imagenet"):
         raise SweepError(
             "the paper set needs an ImageNet validation folder: add `-p imagenet FOLDER` "
             "(an ImageFolder <folder>/<wnid>/*.JPEG with the 1000 ILSVRC2012 classes)"
-        )
-    if set_name.startswith("paper") and not Path(extra["imagenet"]).is_dir():
-        raise SweepError(
-            f"ImageNet folder {extra['imagenet']} does not exist: pass the folder that holds "
-            "the ILSVRC2012 validation images as <wnid>/*.JPEG (or its parent holding val/)"
         )
     return models, extra, declared

@@ -33,15 +33,17 @@ def measure_models(
     ``out/<model>.csv`` with its metadata, including ``load_seconds`` (model and images)
     and ``measure_seconds`` (``lee`` and, with ``metrics``, the sample-based metrics).
     A failing model is recorded in ``out/failures/`` and the next one starts
-    (:func:`lielib.book.sweep.run_models`).
+    (:func:`lielib.book.sweep.run_models`); unknown or repeated ``actions`` fail before
+    the first model (:func:`lielib.book.sweep.inputs.check_actions`).
 
     Returns:
         ``{"done": [...], "failed": [...]}``.
     """
     from ..modelsets import DEFAULT_ACTIONS, load_subject, measure
     from ..results import metadata, write_table
+    from .inputs import check_actions
 
-    actions = list(actions if actions is not None else DEFAULT_ACTIONS)
+    actions = check_actions(list(actions if actions is not None else DEFAULT_ACTIONS))
 
     def one(model: str, target: Path) -> None:
         start = time.perf_counter()

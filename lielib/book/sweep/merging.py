@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..results import UnreadableResultsError, meta_path, metadata, read_table, write_table
+from ..results import (
+    OutputPathError,
+    UnreadableResultsError,
+    check_output,
+    meta_path,
+    metadata,
+    read_table,
+    write_table,
+)
 from .core import ROOT, result_path
 from .inputs import SweepError
 
@@ -94,9 +102,11 @@ def merge(
     if not out.is_dir():
         what = "is a file" if out.exists() else "does not exist"
         raise SweepError(f"nothing to merge: {out} {what}; pass the sweep's --out folder")
-    output = (Path(output).expanduser() if output is not None else merged_path(out)).resolve()
-    if output.suffix != ".csv" or output.is_dir():
-        raise SweepError(f"--output {output}: the merged table is a .csv file, not a folder")
+    try:
+        output = check_output(output if output is not None else merged_path(out), "--output",
+                              folder=False, suffix=".csv").resolve()
+    except OutputPathError as err:
+        raise SweepError(f"{err} (the merged table)") from None
     if output.parent == out:
         raise SweepError(f"--output {output} is inside {out}, where the next merge would read it "
                          "as a model's table: write it elsewhere (default: beside the folder)")
