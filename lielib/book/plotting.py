@@ -30,7 +30,10 @@ __all__ = [
     "family_color",
     "family_label",
     "imshow_signed",
+    "KIND_ORDER",
+    "kind_color",
     "save_figure",
+    "stacked_cumulative",
     "use_theme",
 ]
 
@@ -74,6 +77,10 @@ LAYER_KIND_PALETTE: dict[str, str] = {
 }
 """Colour per layer kind (layer-wise decompositions); ``"other"`` is the fallback."""
 
+KIND_ORDER: tuple[str, ...] = ("embed", "conv", "linear", "attention", "mlp", "norm", "activation",
+                               "pool", "block", "other", "residual")
+"""The order in which layer kinds are stacked and listed in legends."""
+
 ACTION_LABELS: dict[str, str] = {
     "translate_x": "Translation (x)",
     "translate_y": "Translation (y)",
@@ -99,6 +106,11 @@ def family_color(name: str) -> str:
 def family_label(name: str) -> str:
     """Display name of a model family, or of a model name's family (``"vit"`` -> ``"ViT"``)."""
     return FAMILIES[model_family(name)]
+
+
+def kind_color(kind: str) -> str:
+    """Hex colour of a layer kind (grey for a kind the palette does not name)."""
+    return LAYER_KIND_PALETTE.get(kind, LAYER_KIND_PALETTE["other"])
 
 
 def action_label(name: str) -> str:
@@ -159,3 +171,35 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or None, **kwargs)
     return Path(path)
+
+
+def stacked_cumulative(ax, modules, *, column: str = "value", legend: bool = True) -> list[str]:
+    """The paper's Figure 1 centre for one model: cumulative error by layer, stacked by kind.
+
+    ``modules`` holds one row per module with ``order`` (execution order), ``layer_kind`` and
+    ``column`` (a module's contribution, e.g. its squared term ``||c_m||^2``). Contributions
+    are divided by their sum, so the top edge climbs from 0 to 1 along the depth; the band
+    of each kind (colour of :func:`kind_color`) is that kind's share accumulated so far.
+
+    Returns:
+        The kinds drawn, bottom to top.
+    """
+    sub = modules.sort_values("order")
+    values = np.asarray(sub[column], dtype=float)
+    total = values.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError(f"stacked_cumulative needs a positive total of {column!r}, got {total}")
+    kinds_here = list(sub["layer_kind"])
+    kinds = [k for k in KIND_ORDER if k in kinds_here]
+    kinds += sorted(set(kinds_here) - set(kinds))
+    layer = np.arange(1, len(sub) + 1)
+    bands = [np.cumsum(np.where(np.asarray(kinds_here) == k, values / total, 0.0)) for k in kinds]
+    ax.stackplot(layer, bands, colors=[kind_color(k) for k in kinds], labels=kinds,
+                 step="post", linewidth=0)
+    ax.set_xlim(1, len(sub))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer (execution order)")
+    ax.set_ylabel("cumulative share of error")
+    if legend:
+        ax.legend(loc="upper left", fontsize=8, handlelength=1.0)
+    return kinds

@@ -89,3 +89,24 @@ def test_imshow_signed_is_symmetric(tmp_path):
     assert out.is_file() and out.stat().st_size > 0
     assert not list(out.parent.glob(".*"))  # no temporary file left behind
     assert to_rgb(FAMILY_PALETTE["other"]) == to_rgb("#999999")
+
+
+def test_stacked_cumulative_climbs_to_one_by_kind():
+    import pandas as pd
+
+    from lielib.book.plotting import KIND_ORDER, kind_color, stacked_cumulative
+
+    modules = pd.DataFrame({"order": [3, 1, 2, 4], "layer_kind": ["activation", "conv", "norm", "conv"],
+                            "value": [2.0, 1.0, 0.0, 1.0]})
+    fig, ax = plt.subplots()
+    kinds = stacked_cumulative(ax, modules)
+    assert kinds == [k for k in KIND_ORDER if k in {"conv", "norm", "activation"}]
+    polys = ax.collections
+    assert len(polys) == len(kinds)
+    assert [tuple(p.get_facecolor()[0][:3]) for p in polys] == [to_rgb(kind_color(k)) for k in kinds]
+    top = max(v[1] for p in polys for v in p.get_paths()[0].vertices)
+    assert top == pytest.approx(1.0)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == kinds
+    with pytest.raises(ValueError, match="positive total"):
+        stacked_cumulative(ax, modules.assign(value=0.0))
+    plt.close(fig)
