@@ -33,10 +33,14 @@ References (``spectrum``):
 
 ``Phi_r`` multiplies the 2-D Fourier transform by the phases of white Gaussian noise,
 the same phases for every channel (colour cross-spectra kept): an orthogonal map,
-``|Phi_r v| = |v|``, with periodic boundaries. Reference draws come from the caller's
-``torch.Generator``, or from an integer seed mixed with a fixed salt (so that ``seed=s``
-never replays a stream seeded with ``s``, from which a model's weights may have been
-drawn: references aligned with weights would bias ``rho``); never from the global RNG.
+``|Phi_r v| = |v|``, with periodic boundaries. Each image draws its references from a
+generator of its own, seeded by ``(seed, image index)`` mixed with a fixed salt
+(:func:`reference_generator`), so an image's row is the same alone, in any batch and in
+any ``images_per_pass``: it depends on the image, its index and the seed only. The salt
+keeps ``seed=s`` from replaying a stream seeded with ``s``, from which a model's weights
+may have been drawn (references aligned with weights would bias ``rho``). A
+``torch.Generator`` passed as ``seed`` gives one number that takes the integer's place;
+the global RNG is never used.
 
 Uncertainty: ``rho_se`` is the delta-method standard error of ``rho`` from the spread
 of ``s_r = |J v_r|^2 / |v_r|^2`` over the references, ``rho sd(s_r) / (2 sqrt(R) mean s_r)``.
@@ -80,16 +84,26 @@ SPECTRA = ("gradient", "tangent")
 _SALT = 0x11E5E45  # mixed into integer seeds
 
 
-def reference_generator(seed: int | torch.Generator) -> torch.Generator:
-    """The caller's generator, or a CPU generator from ``seed`` mixed with a fixed salt."""
+def reference_generator(seed: int, image: int) -> torch.Generator:
+    """The CPU generator of image number ``image``'s references: ``(seed, image)`` and a salt.
+
+    >>> a = torch.rand(2, generator=reference_generator(0, 1))
+    >>> torch.equal(a, torch.rand(2, generator=reference_generator(0, 1)))
+    True
+    """
+    state = np.random.SeedSequence([int(seed), _SALT, int(image)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def _base_seed(seed: int | torch.Generator) -> int:
+    """An integer seed as it is; one number drawn from a ``torch.Generator``."""
     if isinstance(seed, torch.Generator):
-        return seed
+        return int(torch.randint(0, 2**62, (), generator=seed, device=seed.device))
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    state = np.random.SeedSequence([int(seed), _SALT]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) >> 1)
+    return int(seed)
 
 
 def random_phases(n: int, h: int, w: int, generator: torch.Generator, *,
@@ -118,11 +132,19 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _phases_for(x: torch.Tensor, layout: Layout, references: int, generator) -> torch.Tensor:
-    """Phases ``(R * B, H, W // 2 + 1)`` for the grid of ``x``, on ``x``'s device."""
+def _draws(x: torch.Tensor, layout: Layout, references: int, seed: int):
+    """Per image ``b`` from its own generator: a stratification offset and ``R`` phases.
+
+    Returns offsets ``(B,)`` float64 and phases ``(R * B, H, W // 2 + 1)`` (index
+    ``r * B + b``) on ``x``'s device.
+    """
     h, w = to_nchw(x, layout)[0].shape[-2:]
-    n = references * x.shape[0]
-    return random_phases(n, h, w, generator, dtype=_work_dtype(x.dtype)).to(x.device)
+    offsets, phases = [], []
+    for b in range(x.shape[0]):
+        gen = reference_generator(seed, b)
+        offsets.append(torch.rand((), generator=gen, dtype=torch.float64))
+        phases.append(random_phases(references, h, w, gen, dtype=_work_dtype(x.dtype)))
+    return torch.stack(offsets), torch.stack(phases, 1).flatten(0, 1).to(x.device)
 
 
 def _randomized(v: torch.Tensor, layout: Layout, phases: torch.Tensor) -> torch.Tensor:
@@ -133,17 +155,17 @@ def _randomized(v: torch.Tensor, layout: Layout, phases: torch.Tensor) -> torch.
     return out.unflatten(0, v.shape[:2])
 
 
-def _gradient_references(x, layout, stencil, references, generator) -> torch.Tensor:
+def _gradient_references(x, layout, stencil, references, offsets, phases) -> torch.Tensor:
     """``(R, B, ...)``: phase-randomised translation tangents in stratified directions."""
     img, prefix = to_nchw(x, layout)
     tau_uv = tangents(img, ["translate_x", "translate_y"], stencil=stencil)  # (2, B, C, H, W)
-    offset = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device)
-    angles = math.pi * (torch.arange(references, dtype=torch.float64) + offset.cpu()) / references
-    mix = torch.stack([angles.cos(), angles.sin()], 1).to(tau_uv)  # (R, 2)
-    base = torch.einsum("rk,k...->r...", mix, tau_uv)  # (R, B, C, H, W)
+    r = torch.arange(references, dtype=torch.float64)[:, None]
+    angles = math.pi * (r + offsets) / references  # (R, B)
+    mix = torch.stack([angles.cos(), angles.sin()], -1).to(tau_uv)  # (R, B, 2)
+    base = torch.einsum("rbk,kb...->rb...", mix, tau_uv)  # (R, B, C, H, W)
     zero = None if prefix is None else torch.zeros_like(prefix)
     base = torch.stack([from_nchw(b, zero, layout) for b in base])
-    return _randomized(base, layout, _phases_for(x, layout, references, generator))
+    return _randomized(base, layout, phases)
 
 
 def sensitivity_ratio(
@@ -179,7 +201,8 @@ def sensitivity_ratio(
         references: ``R >= 2`` reference directions per image (``"gradient"``) or per
             basis action (``"tangent"``).
         spectrum: ``"gradient"`` or ``"tangent"``.
-        seed: an int (mixed with a salt) or a ``torch.Generator`` for the references.
+        seed: an int or a ``torch.Generator`` (one draw from it replaces the int); image
+            ``b`` draws its references from ``(seed, b)`` (:func:`reference_generator`).
 
     Returns:
         A tidy frame, one row per image and action: ``image``, ``action``, ``lee`` (equal
@@ -200,7 +223,7 @@ def sensitivity_ratio(
         raise ValueError(f"references must be >= 2 (their spread is the uncertainty), got {references}")
     if spectrum not in SPECTRA:
         raise ValueError(f"unknown spectrum {spectrum!r}; use one of {SPECTRA}")
-    generator = reference_generator(seed)
+    base_seed = _base_seed(seed)
 
     with measuring(model), torch.no_grad():
         net = fold_batchnorm(model) if fold_bn else model
@@ -212,10 +235,10 @@ def sensitivity_ratio(
         independent, coefficients = shared_derivatives(acts, tau) if share else (
             list(range(len(acts))), torch.eye(len(acts), dtype=torch.float64))
         basis = tau[independent]  # (K', B, ...)
+        offsets, phases = _draws(x, layout, references, base_seed)
         if spectrum == "gradient":
-            refs = _gradient_references(x, layout, stencil, references, generator)
+            refs = _gradient_references(x, layout, stencil, references, offsets, phases)
         else:  # Phi_r of every basis tangent, the same Phi_r for all: (R * K', B, ...)
-            phases = _phases_for(x, layout, references, generator)
             refs = torch.stack([_randomized(t.expand(references, *t.shape), layout, phases)
                                 for t in basis], 1).flatten(0, 1)
         d = batched_jvp(f, x, torch.cat([basis, refs]), images_per_pass=images_per_pass,

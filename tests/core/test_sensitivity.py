@@ -178,7 +178,31 @@ def test_deterministic_for_a_seed_and_seeded_by_its_own_generator():
     assert torch.equal(torch.random.get_rng_state(), state), "drew from the global RNG"
     # an integer seed is salted: it never replays the stream a model initialised from seed s
     plain = torch.randn(8, generator=torch.Generator().manual_seed(3))
-    assert not torch.equal(torch.randn(8, generator=reference_generator(3)), plain)
+    assert not torch.equal(torch.randn(8, generator=reference_generator(3, 0)), plain)
+
+
+@pytest.mark.parametrize("spectrum", ["gradient", "tangent"])
+def test_an_images_row_does_not_depend_on_the_other_images(spectrum):
+    """References come from (seed, image index): a row is the same alone or in any batch."""
+    net = smooth_net()
+    x = torch.cat([smooth_image(b=1, seed=s) for s in range(4)])
+    actions = ["rotate", "translate_x", "saturate"]
+    full = sensitivity_ratio(net, x, actions, spectrum=spectrum, seed=5)
+    alone = sensitivity_ratio(net, x[:1], actions, spectrum=spectrum, seed=5)
+    torch.testing.assert_close(alone.to_numpy()[:, 2:].astype(float),
+                               full[full.image == 0].to_numpy()[:, 2:].astype(float),
+                               rtol=1e-9, atol=0)
+    # another image in the others' places, and another order: image 0's row stays
+    other = torch.cat([x[:1], x[3:], x[1:2]])
+    moved = sensitivity_ratio(net, other, actions, spectrum=spectrum, seed=5)
+    torch.testing.assert_close(moved[moved.image == 0].to_numpy()[:, 2:].astype(float),
+                               alone.to_numpy()[:, 2:].astype(float), rtol=1e-9, atol=0)
+    passes = sensitivity_ratio(net, x, actions, spectrum=spectrum, seed=5, images_per_pass=1)
+    torch.testing.assert_close(passes.to_numpy()[:, 2:].astype(float),
+                               full.to_numpy()[:, 2:].astype(float), rtol=1e-9, atol=0)
+    # each image has references of its own: the same image twice gets two values
+    twice = sensitivity_ratio(net, torch.cat([x[:1], x[:1]]), ["rotate"], spectrum=spectrum)
+    assert twice.rho[0] != twice.rho[1]
 
 
 def test_lee_column_equals_lee_and_shares_derivatives():
