@@ -26,9 +26,9 @@ import torch
 from lielib import lee, lie_derivative_double_backward, measuring, sensitivity_ratio
 from lielib.lie import reduce_classes
 
-from .results import metadata, write_json
+from .results import check_output, metadata, write_json
 
-__all__ = ["ACTIONS", "bench_end_to_end", "main"]
+__all__ = ["ACTIONS", "bench_end_to_end", "check_device", "check_timm_models", "main"]
 
 ACTIONS = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "saturate"]
 
@@ -142,6 +142,28 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def check_timm_models(names: list[str]) -> None:
+    """Raise ``ValueError`` naming each of ``names`` that timm does not know, with close names."""
+    import difflib
+
+    import timm
+
+    unknown = [n for n in names if not timm.is_model(n)]
+    if unknown:
+        known = timm.list_models()
+        hints = "; ".join(f"{n!r} (close: {', '.join(difflib.get_close_matches(n, known, n=3)) or 'none'})"
+                          for n in unknown)
+        raise ValueError(f"unknown timm model(s): {hints}; list names with "
+                         "timm.list_models('resnet*')")
+
+
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` when ``device`` is not ``cpu`` or an available CUDA device."""
+    if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise ValueError(f"device {device!r} is not available here; pass cpu"
+                         + (" or cuda" if torch.cuda.is_available() else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lielib.book.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_small_patch16_224"])
@@ -154,8 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--layerwise", action="store_true", help="also time layer-wise exact vs probes")
     parser.add_argument("--skip-end-to-end", action="store_true")
-    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--out", default=None, help="write the figures here (a .json file)")
     args = parser.parse_args(argv)
+    try:  # everything that can be wrong with the command, before minutes of timing
+        out = check_output(args.out, "--out", folder=False, suffix=".json") if args.out else None
+        if not args.skip_end_to_end:
+            check_timm_models(args.models)
+        check_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     for name in ("images", "repeats", "size", "references"):
         minimum = 2 if name == "references" else 1
         if getattr(args, name) < minimum:
@@ -202,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['ratio_probes_over_exact']:.2f}x | {r['ratio_at_precision']:.1f}x |",
                 flush=True,
             )
-    if args.out:
+    if out is not None:
         meta = metadata(device=args.device, seed=0, threads=torch.get_num_threads())
-        write_json(args.out, {"metadata": meta, "rows": rows})
+        write_json(out, {"metadata": meta, "rows": rows})
     return 0
 
 

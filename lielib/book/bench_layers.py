@@ -13,7 +13,9 @@ import time
 
 import torch
 
-from lielib import layerwise_contributions
+from lielib import get_action, layerwise_contributions
+
+from .bench import check_timm_models
 
 __all__ = ["bench_layerwise"]
 
@@ -106,7 +108,8 @@ def bench_layerwise(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m lielib.book.bench_layers",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--num-probes", type=int, default=100)
@@ -115,6 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--num-classes", type=int, default=1000)
     args = ap.parse_args(argv)
+    for name in ("image_size", "num_probes", "chunk_size", "num_classes", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        check_timm_models([args.model])
+        get_action(args.action)
+    except ValueError as err:
+        ap.error(str(err))
     res = bench_layerwise(model_name=args.model, image_size=args.image_size,
                           num_probes=args.num_probes, action=args.action,
                           num_threads=args.threads, chunk_size=args.chunk_size,

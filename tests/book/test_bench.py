@@ -1,6 +1,7 @@
 """The benchmark runs and its two methods compute the same numbers (no timing asserted)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -47,3 +48,50 @@ def test_bench_end_to_end_rejects_zero_counts():
         bench_end_to_end("test_resnet", repeats=0)
     with pytest.raises(ValueError, match="images must be >= 1"):
         bench_end_to_end("test_resnet", images=0)
+
+
+@pytest.fixture
+def no_timing(monkeypatch):
+    """Fail the test if any benchmark starts: bad arguments must stop before."""
+    def started(*args, **kwargs):
+        pytest.fail("the benchmark ran before its arguments were checked")
+
+    monkeypatch.setattr("lielib.book.bench.bench_end_to_end", started)
+    monkeypatch.setattr("lielib.book.bench_layers.bench_layerwise", started)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (lambda t: ["--out", str(t)], "is a folder: pass a file name such as"),
+        (lambda t: ["--out", str(t / "bench.csv")], "ending in .json"),
+        (lambda t: ["--out", str(t / "file" / "bench.json")], "which is a file"),
+        (lambda t: ["--models", "test_resnet", "resnet5"],
+         r"unknown timm model\(s\): 'resnet5' \(close: resnet50"),
+        (lambda t: ["--device", "tpu"], "device 'tpu' is not available here"),
+    ],
+    ids=["out-folder", "out-suffix", "out-in-file", "model", "device"],
+)
+def test_bench_checks_its_arguments_before_any_work(tmp_path, capsys, no_timing, args, match):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--models", "test_resnet", *args(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(["--model", "nosuch"], r"unknown timm model\(s\): 'nosuch'"),
+     (["--action", "rotat"], "unknown action 'rotat'"),
+     (["--num-probes", "0"], "--num-probes must be >= 1")],
+    ids=["model", "action", "probes"],
+)
+def test_bench_layers_checks_its_arguments_before_any_work(capsys, no_timing, args, match):
+    from lielib.book.bench_layers import main as layers_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        layers_main(args)
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)

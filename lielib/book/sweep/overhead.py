@@ -93,7 +93,7 @@ def measure_overhead(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    from ..results import metadata, write_json
+    from ..results import OutputPathError, check_output, metadata, write_json
 
     p = argparse.ArgumentParser(prog="python -m lielib.book.sweep.overhead",
                                 description=__doc__.split("\n")[0])
@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("count", "repeats", "n_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
-    if not args.out.endswith(".json") or Path(args.out).is_dir():
-        p.error(f"--out {args.out}: the figures are written as one .json file")
+    try:
+        out = check_output(args.out, "--out", folder=False, suffix=".json")
+    except OutputPathError as err:
+        p.error(f"{err} (the figures are written as one .json file)")
     try:
         from ..modelsets import preflight, set_models
 
@@ -121,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                           *(sys.argv[1:] if argv is None else argv)])
     figures["metadata"] = metadata(command=command, seed=0, device="cpu",
                                    load_average_1_5_15=[round(v, 2) for v in load])
-    write_json(args.out, figures)
+    write_json(out, figures)
     for mode, s in figures["summary"].items():
         print(f"{mode}: {s['overhead_per_model_s_mean']:.2f} s overhead per model "
               f"(runs {s['overhead_per_model_s_range']}), wall {s['wall_s_mean']:.1f} s")
-    print(f"-> {args.out}")
+    print(f"-> {out}")
     return 0
 
 
