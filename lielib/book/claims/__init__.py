@@ -38,6 +38,7 @@ __all__ = [
     "bootstrap_indices",
     "claim",
     "claims_frame",
+    "combine_verdicts",
     "fmt",
     "fmt_ci",
     "get_claim",
@@ -45,13 +46,15 @@ __all__ = [
     "read_results",
     "rel_paths",
     "share_by_image",
-    "sign_verdict",
+    "verdict_from_interval",
 ]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "reversed", "not testable offline",
             "not yet measured")
-ORDER = ("fig1-right", "family", "transformers", "fig1-centre", "fig4a", "fig4b", "fig4c",
-         "fig4d", "metrics", "rotated-mnist", "ood", "size", "data-trend")
+ORDER = ("fig1-right", "fig1-right-seeds", "within-family", "family", "fig1-right-companions",
+         "confound", "transformers", "training", "fig1-centre", "fig4a", "fig4b", "fig4c",
+         "fig4d", "twin", "metrics", "rotated-mnist", "ood", "size", "small-large",
+         "data-trend", "data-passes", "shift")
 """The rows in page order: the order of the claims in the paper's argument."""
 
 
@@ -170,12 +173,36 @@ def fmt_ci(est: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{fmt(est, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
-def sign_verdict(lo: float, hi: float, *, expect_negative: bool) -> str:
-    """Interval below 0 (or above): reproduced; on the other side: reversed; else not."""
-    if (hi < 0) if expect_negative else (lo > 0):
+def verdict_from_interval(lo: float, hi: float, expected_sign: int, *, null: float = 0.0) -> str:
+    """The verdict an interval gives a claim that predicts ``expected_sign`` (+1 or -1).
+
+    The whole interval on the predicted side of ``null`` (0 for a slope or a difference, 1
+    for a ratio): reproduced; the whole interval on the other side: reversed; an interval
+    that holds ``null``: not reproduced.
+    """
+    if expected_sign not in (-1, 1):
+        raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign!r}")
+    above, below = lo > null, hi < null
+    if (below if expected_sign < 0 else above):
         return "reproduced"
-    if (lo > 0) if expect_negative else (hi < 0):
+    if (above if expected_sign < 0 else below):
         return "reversed"
+    return "not reproduced"
+
+
+def combine_verdicts(verdicts: list[str] | tuple[str, ...]) -> str:
+    """One verdict from several (metrics, actions, seeds) judged by the same rule.
+
+    All alike: that verdict. Some reproduced and none reversed: partly. Anything else
+    (some reversed beside others not, or reproduced beside reversed): not reproduced.
+    """
+    kinds = set(verdicts)
+    if not kinds:
+        raise ValueError("no verdicts to combine")
+    if len(kinds) == 1:
+        return kinds.pop()
+    if "reproduced" in kinds and "reversed" not in kinds:
+        return "partly"
     return "not reproduced"
 
 
