@@ -30,7 +30,7 @@ from lielib import layerwise_lee, layerwise_shift_error
 
 from ..models import model_family
 from ..paths import ROOT, NotAvailableError, safe_name
-from ..results import metadata, record_skip, write_table
+from ..results import check_output, metadata, record_skip, write_table
 from ..zoo import STEPS
 from .layerwise import STENCILS, budget_tables
 
@@ -224,7 +224,8 @@ def run(out: str | Path | None = None, *, imagenet: tuple[str, ...] = DEFAULT_IM
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Layer-wise aliasing experiments -> results/aliasing")
+    ap = argparse.ArgumentParser(prog="python -m lielib.book.aliasing",
+                                 description="Layer-wise aliasing experiments -> results/aliasing")
     ap.add_argument("--imagenet", nargs="*", default=list(DEFAULT_IMAGENET),
                     help="ImageNet models (load_model names), measured on the offline photos")
     ap.add_argument("--zoo", nargs="*", default=list(DEFAULT_ZOO), help="trained zoo models")
@@ -265,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         _check_args(kwargs["zoo_models"], kwargs["actions"], kwargs["only"], kwargs["stencils"],
                     {k: kwargs[k] for k in ("num_photos", "num_probes", "num_zoo_images",
                                             "num_twin_images", "twin_steps")})
-    except ValueError as err:
+        out = check_output(a.out or ROOT / "results" / "aliasing", "--out")
+    except ValueError as err:  # OutputPathError is one
         ap.error(str(err))
     try:
-        paths = run(a.out, **kwargs)
+        paths = run(out, **kwargs)
     except NothingMeasuredError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
