@@ -20,9 +20,14 @@
 # ({cite:p}`gruver2023lie`, Figure 1 centre and Figure 4; {cite:p}`azulay2019deep`,
 # {cite:p}`zhang2019making`, {cite:p}`karras2021alias`). Figure 1 centre reports that
 # non-linearities (activations in CNNs; in ViTs, besides the patch embedding, the
-# operations around the attention and MLPs) carry a surprisingly large share. The evidence
-# is a chain rule. Writing the network as modules $m$ with inputs $x_m$, its Lie
-# derivative splits as
+# operations around the attention and MLPs) carry a surprisingly large share.
+#
+# ```{glue:md} verdict_box
+# :format: myst
+# ```
+#
+# **Method.** The evidence is a chain rule. Writing the network as modules $m$ with inputs
+# $x_m$, its Lie derivative splits as
 #
 # $$
 # L f(x) = \sum_m c_m + r, \qquad c_m = J_{>m}\, L m(x_m), \qquad
@@ -68,21 +73,44 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book.aliasing.analysis import HOW, cancellation, group_shares, read_budgets, read_twin
+from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
-from lielib.book.plotting import LAYER_KIND_PALETTE, OKABE_ITO, action_label, use_theme
-from lielib.book.results import MissingResultsError, provenance_markdown, read_table
+from lielib.book.plotting import (
+    KIND_ORDER,
+    OKABE_ITO,
+    action_label,
+    kind_color,
+    stacked_cumulative,
+    use_theme,
+)
+from lielib.book.report import (
+    claim_label,
+    fmt_ci,
+    glue_figure,
+    headline,
+    provenance_box,
+    show_table,
+    sig,
+    verdict_markdown,
+)
+from lielib.book.results import MissingResultsError, read_table
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
 use_theme()
-KINDS = ["conv", "pool", "activation", "norm", "linear", "mlp", "attention", "embed", "block",
-         "other", "residual"]
 GEOMETRIC = [a for a in actions if a != "saturate"]
 
 if recompute:
     from lielib.book.aliasing import run
 
     run(RESULTS)
+
+ROWS = [get_claim(k, RESULTS.parent) for k in ("fig1-centre", "fig4a", "fig4b", "fig4c", "fig4d")]
+glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
+for row in ROWS:
+    key = row.key.replace("-", "_")
+    glue(f"verdict_{key}", row.verdict, display=False)
+    glue(f"headline_{key}", f"{claim_label(row)}: {headline(row)}", display=False)
 
 paths, notes = [], []
 try:
@@ -96,9 +124,8 @@ if notes:
 
 
 def ci(v, lo, hi, pct=True) -> str:
-    k = 100 if pct else 1
-    f = "{:.0f}" if pct else "{:.2f}"
-    return f"{f.format(k * v)} [{f.format(k * lo)}, {f.format(k * hi)}]" + ("%" if pct else "")
+    """A share in percent, or a ratio, with its interval, on one line."""
+    return fmt_ci(v, lo, hi, digits=2 if pct else 3, percent=pct)
 
 
 MISSING = "(not measured)"
@@ -135,12 +162,17 @@ glue_all("n_models", "model_list", "n_images")
 # %% tags=["hide-input"]
 if images is not None:
     tab = over[over.action == main_action].copy()
-    tab["pooled (95% CI)"] = [ci(r.pooled, r.pooled_lo, r.pooled_hi, pct=False)
-                              for r in tab.itertuples()]
-    wide = tab.pivot(index="model", columns="stencil",
-                     values=["median", "min", "max", "pooled (95% CI)"])
-    display(wide.style.format(precision=2))
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * tab.model.nunique()))
+    rows = []
+    for model, g in tab.groupby("model"):
+        row = {"model": model}
+        for st in ("paper", "central"):
+            r = g[g.stencil == st].iloc[0]
+            row[f"median, {st}"] = r["median"]
+            row[f"range, {st}"] = f"{sig(r['min'], 2)} to {sig(r['max'], 2)}"
+            row[f"pooled [95% CI], {st}"] = ci(r.pooled, r.pooled_lo, r.pooled_hi, pct=False)
+        rows.append(row)
+    show_table(pd.DataFrame(rows), digits=2)
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.32 * tab.model.nunique()))
     al = images[(images.group == "all") & (images.action == main_action)]
     for k, (st, col) in enumerate((("paper", OKABE_ITO["vermillion"]),
                                    ("central", OKABE_ITO["blue"]))):
@@ -148,13 +180,12 @@ if images is not None:
         ys = sub.model.map({m: i for i, m in enumerate(sorted(al.model.unique()))})
         ax.scatter(sub.squared_ratio, ys + (k - 0.5) * 0.25, s=10, color=col, alpha=0.7,
                    label=f"{st} stencil")
-    ax.set_yticks(range(al.model.nunique()), sorted(al.model.unique()), fontsize=8)
+    ax.set_yticks(range(al.model.nunique()), sorted(al.model.unique()), fontsize=9)
     ax.axvline(1, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel=r"$\sum_m \|c_m\|^2 / \|L f\|^2$ per image "
-           f"({action_label(main_action).lower()})")
-    ax.legend(frameon=False, fontsize=8)
+    ax.set(xscale="log", xlabel=r"overshoot $\sum_m \|c_m\|^2 / \|L f\|^2$ per image (log axis)")
+    ax.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
-    plt.show()
+    glue_figure("fig_overshoot", fig)
     paper = tab[tab.stencil == "paper"].set_index("model")
     central = tab[tab.stencil == "central"].set_index("model")
     put("over_paper_min", float(paper["median"].min()), "{:.1f}")
@@ -164,6 +195,16 @@ if images is not None:
 glue_all("over_paper_min", "over_paper_max", "over_central_min", "over_central_max")
 
 # %% [markdown]
+# ```{glue:figure} fig_overshoot
+# :name: fig-aliasing-overshoot
+# :alt: One row of dots per model, the overshoot of each image on a logarithmic axis, red for the paper's stencil and blue for the central one, with a vertical line at one.
+#
+# How far the squared terms overshoot the end-to-end error: per image (dots), the sum of the
+# modules' squared terms over the squared end-to-end Lie derivative, for
+# {glue:text}`n_images` images per model, under the paper's stencil (red) and the central
+# one (blue); 1 (black line) is a budget without cancellation.
+# ```
+#
 # Under the paper's stencil the median overshoot ranges from
 # {glue:text}`over_paper_min` to {glue:text}`over_paper_max` across models, and
 # under the central stencil from {glue:text}`over_central_min` to
@@ -176,43 +217,63 @@ glue_all("over_paper_min", "over_paper_max", "over_central_min", "over_central_m
 # module cancels; the central stencil removes that part, which is why the two stencils can
 # rank modules differently. The signed budget below answers the second question.
 #
-# ## Figure 1 centre: cumulative shares through the depth
+# (claim-fig1-centre)=
+# ## Figure 1 centre: cumulative error through the depth
 #
-# The paper's squared shares (top) and the signed budget (bottom), stacked by layer kind
-# along the execution order, for the CNN and the ViT under the paper's stencil.
+# The paper draws, for a CNN and a ViT, the cumulative equivariance error layer by layer,
+# stacked by layer kind. The top row does the same with the paper's squared terms; the
+# bottom row is the other view, the signed budget accumulated per kind.
 
 # %% tags=["hide-input"]
-def cumulative(ax, model: str, column: str, stencil: str) -> None:
-    sub = modules[(modules.model == model) & (modules.action == main_action)
-                  & (modules.stencil == stencil)].sort_values("order")
-    if sub.empty:
-        ax.set_title(f"{model}: not measured")
-        ax.axis("off")
-        return
-    tot = sub["value"].sum() if column == "value" else 1.0
-    depth = np.linspace(0, 1, len(sub))
-    for k in [k for k in KINDS if k in set(sub.layer_kind)]:
-        part = np.cumsum(np.where(sub.layer_kind == k, sub[column] / tot, 0.0))
-        ax.plot(depth, part, color=LAYER_KIND_PALETTE.get(k, LAYER_KIND_PALETTE["other"]),
-                label=k)
+def signed_lines(ax, sub: pd.DataFrame) -> None:
+    """Per layer kind, the signed share accumulated along the depth."""
+    layer = np.arange(1, len(sub) + 1)
+    for k in [k for k in KIND_ORDER if k in set(sub.layer_kind)]:
+        ax.step(layer, np.cumsum(np.where(sub.layer_kind == k, sub["signed"], 0.0)),
+                where="post", color=kind_color(k), label=k)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set(title=f"{model}: {'squared' if column == 'value' else 'signed'}",
-           xlabel="depth (module order)", ylabel="cumulative share")
+    ax.set(xlabel="layer (execution order)", ylabel="cumulative signed share")
 
 
+FIG1_MODELS = [m for m in (cnn_model, "tf_efficientnet_lite0", vit_model)]
 if modules is not None:
-    shown = [m for m in (cnn_model, vit_model) if m in set(modules.model)]
-    if shown:
-        fig, axes = plt.subplots(2, len(shown), figsize=(5.5 * len(shown), 6.4),
-                                 squeeze=False)
-        for j, m in enumerate(shown):
-            cumulative(axes[0][j], m, "value", main_stencil)
-            cumulative(axes[1][j], m, "signed", main_stencil)
-        axes[0][0].legend(frameon=False, fontsize=7)
-        fig.tight_layout()
-        plt.show()
+    shown = [m for m in FIG1_MODELS if m in set(modules.model)]
+    fig, axes = plt.subplots(2, len(shown), figsize=(3.0 * len(shown) + 0.6, 6.4),
+                             squeeze=False, sharey="row")
+    drawn = set()
+    for j, m in enumerate(shown):
+        sub = modules[(modules.model == m) & (modules.action == main_action)
+                      & (modules.stencil == main_stencil)].sort_values("order")
+        drawn |= set(stacked_cumulative(axes[0][j], sub, legend=False))
+        signed_lines(axes[1][j], sub)
+        fam = info.loc[m, "family"] if m in info.index else ""
+        axes[0][j].set_title(f"{m.removeprefix('zoo:')}\n({fam.upper()}, "
+                             f"{int(info.loc[m, 'input_size'])} px)", fontsize=10)
+        if j:
+            axes[0][j].set_ylabel("")
+            axes[1][j].set_ylabel("")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=kind_color(k)) for k in KIND_ORDER if k in drawn]
+    fig.legend(handles, [k for k in KIND_ORDER if k in drawn], loc="lower center",
+               ncol=min(6, len(handles)), fontsize=9, title="layer kind", title_fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    glue_figure("fig1_centre", fig)
+    put("fig1_models", ", ".join(f"`{m}`" for m in shown))
+glue_all("fig1_models")
 
 # %% [markdown]
+# ```{glue:figure} fig1_centre
+# :name: fig-aliasing-fig1-centre
+# :alt: Top row, for a zoo ResNet-18, EfficientNet-Lite0 and a zoo ViT, the cumulative share of the squared error along the layers as stacked coloured bands, one per layer kind, rising to one. Bottom row, the cumulative signed share per layer kind as step lines.
+#
+# The paper's Figure 1 centre, redrawn for {glue:text}`fig1_models`: top, the cumulative
+# share of the squared layer-wise error $\lVert c_m\rVert^2$ along the layers, stacked by
+# layer kind (the paper's view); bottom, the signed share accumulated per kind (it sums to 1
+# over all kinds). Horizontal translation, paper's stencil, {glue:text}`n_images` images per
+# model. Verdict ({doc}`claims`): **{glue:text}`verdict_fig1_centre`**;
+# {glue:text}`headline_fig1_centre` (95% interval over images).
+# ```
+#
+# (claim-fig4a)=
 # ## (a) CNNs: activations, and downsampling or non-linear modules
 #
 # The paper's notable claim for CNNs is a large share for the *activations*. The share of
@@ -222,17 +283,52 @@ if modules is not None:
 # main action, both stencils:
 
 # %% tags=["hide-input"]
-def share_table(models, groups) -> pd.DataFrame:
+GROUP_LABELS = {"activation": "activations", "downsampling": "downsampling",
+                "nonlinear_or_down": "downsampling or non-linear", "embed": "patch embedding",
+                "norm": "norms", "embed_or_norm": "embedding or norms", "residual": "residual"}
+
+
+def share_table(models, groups) -> None:
     s = shares[shares.model.isin(models) & (shares.action == main_action)
-               & shares.group.isin(groups)].copy()
-    s["squared"] = [ci(r.share, r.share_lo, r.share_hi) for r in s.itertuples()]
-    s["signed "] = [ci(r.signed, r.signed_lo, r.signed_hi) for r in s.itertuples()]
-    return s.pivot(index=["model", "group"], columns="stencil", values=["squared", "signed "])
+               & shares.group.isin(groups)]
+    rows = []
+    for (model, group), g in s.groupby(["model", "group"], sort=True):
+        row = {"model": model, "modules": GROUP_LABELS.get(group, group)}
+        for st in ("paper", "central"):
+            r = g[g.stencil == st].iloc[0]
+            row[f"squared share, {st} [95% CI]"] = ci(r.share, r.share_lo, r.share_hi)
+            row[f"signed share, {st} [95% CI]"] = ci(r.signed, r.signed_lo, r.signed_hi)
+        rows.append(row)
+    show_table(pd.DataFrame(rows), collapse=12,
+               summary=f"Shares of {len(models)} models, both stencils ({len(rows)} rows)")
+
+
+def share_figure(models, groups, colors):
+    """Squared share (%) of each group of modules, per model, with its interval."""
+    s = shares[shares.model.isin(models) & (shares.action == main_action)
+               & shares.group.isin(groups) & (shares.stencil == main_stencil)]
+    order = sorted(models)
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * len(order)))
+    for k, group in enumerate(groups):
+        g = s[s.group == group].set_index("model").reindex(order)
+        y = np.arange(len(order)) + (k - (len(groups) - 1) / 2) * 0.25
+        ax.errorbar(100 * g.share, y, xerr=[100 * (g.share - g.share_lo), 100 * (g.share_hi - g.share)],
+                    fmt="o", ms=5, capsize=3, color=colors[k], label=GROUP_LABELS.get(group, group))
+    ax.set_yticks(range(len(order)), order, fontsize=9)
+    ax.invert_yaxis()
+    ax.axvline(50, color="grey", ls=":", lw=0.8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("squared share of the x-translation error (%)")
+    ax.legend(fontsize=9, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(groups))
+    fig.tight_layout()
+    return fig
 
 
 if images is not None:
     cnns = sorted(info.index[info.family == "cnn"])
-    display(share_table(cnns, ["activation", "downsampling", "nonlinear_or_down"]))
+    share_table(cnns, ["activation", "downsampling", "nonlinear_or_down"])
+    glue_figure("fig4a", share_figure(cnns, ["activation", "nonlinear_or_down"],
+                                      [kind_color("activation"), OKABE_ITO["black"]]))
     act = shares[shares.model.isin(cnns) & (shares.action == main_action)
                  & (shares.group == "activation")].set_index(["model", "stencil"])
     put("cnn_count", len(cnns))
@@ -257,6 +353,16 @@ glue_all("cnn_count", "act_cnn", "act_cnn_signed",
            for e in ("min", "max")))
 
 # %% [markdown]
+# ```{glue:figure} fig4a
+# :name: fig-aliasing-fig4a
+# :alt: For each CNN, two dots with horizontal error bars: the squared share of the activations and of the downsampling or non-linear modules, in percent, with a dotted line at fifty percent.
+#
+# The paper's Figure 4a for the CNNs measured here: the squared share (%) of the
+# horizontal-translation error in the activations and in all downsampling or non-linear
+# modules, paper's stencil, with 95% bootstrap intervals over {glue:text}`n_images` images.
+# Verdict ({doc}`claims`): **{glue:text}`verdict_fig4a`**; {glue:text}`headline_fig4a`.
+# ```
+#
 # Across the {glue:text}`cnn_count` CNNs, the activations' squared share is
 # {glue:text}`act_sq_paper_min` to {glue:text}`act_sq_paper_max` under the
 # paper's stencil ({glue:text}`act_sq_central_min` to
@@ -266,6 +372,7 @@ glue_all("cnn_count", "act_cnn", "act_cnn_signed",
 # zoo's ResNet-18 (the parameter `cnn_model`) the activations' squared share is
 # {glue:text}`act_cnn` and their signed share {glue:text}`act_cnn_signed` (paper's stencil).
 #
+# (claim-fig4b)=
 # ## (b) Vision transformers and Mixers: the patch embedding and the norms
 #
 # For ViTs the paper reports the patch embedding as a large contributor, with the rest of
@@ -275,7 +382,9 @@ glue_all("cnn_count", "act_cnn", "act_cnn_signed",
 if images is not None:
     toks = sorted(info.index[info.family.isin(["vit", "mixer"])])
     if toks:
-        display(share_table(toks, ["embed", "norm", "embed_or_norm", "residual"]))
+        share_table(toks, ["embed", "norm", "embed_or_norm", "residual"])
+        glue_figure("fig4b", share_figure(toks, ["embed", "norm"],
+                                          [kind_color("embed"), kind_color("norm")]))
         emb = shares[shares.model.isin(toks) & (shares.action == main_action)
                      & (shares.group == "embed") & (shares.stencil == main_stencil)]
         put("tok_count", len(toks))
@@ -290,6 +399,16 @@ glue_all("tok_count", "tok_embed_min", "tok_embed_max", "tok_embed_signed_min",
          "tok_embed_signed_max")
 
 # %% [markdown]
+# ```{glue:figure} fig4b
+# :name: fig-aliasing-fig4b
+# :alt: For each ViT and Mixer, two dots with horizontal error bars: the squared share of the patch embedding and of the norms, in percent.
+#
+# The paper's Figure 4b for the token models measured here: the squared share (%) of the
+# horizontal-translation error in the patch embedding and in the norms, paper's stencil,
+# with 95% bootstrap intervals over {glue:text}`n_images` images. Verdict ({doc}`claims`):
+# **{glue:text}`verdict_fig4b`**; {glue:text}`headline_fig4b`.
+# ```
+#
 # In the {glue:text}`tok_count` token models the patch embedding's squared share is
 # {glue:text}`tok_embed_min` to {glue:text}`tok_embed_max` and its signed share
 # {glue:text}`tok_embed_signed_min` to {glue:text}`tok_embed_signed_max`
@@ -298,6 +417,7 @@ glue_all("tok_count", "tok_embed_min", "tok_embed_max", "tok_embed_signed_min",
 # for the embedding stay well below 100% and the remainder sits in the norms, attention and
 # MLPs rather than in the residual.
 #
+# (claim-fig4c)=
 # ## (c) A ResNet, layer by layer, for five transformations
 #
 # The paper's Figure 4c shows ResNet-50's per-layer shares for translation, rotation,
@@ -306,23 +426,34 @@ glue_all("tok_count", "tok_embed_min", "tok_embed_max", "tok_embed_signed_min",
 # shares of the CNN:
 
 # %% tags=["hide-input"]
+SHARE_FLOOR = 1e-3  # modules below this squared share for every action are left out of the plot
 if modules is not None and cnn_model in set(modules.model):
     res = modules[(modules.model == cnn_model) & (modules.stencil == main_stencil)
                   & modules.action.isin(actions)].copy()
     res["share"] = res["value"] / res.groupby("action")["value"].transform("sum")
     acts = [a for a in actions if a in set(res.action)]
-    fig, axes = plt.subplots(len(acts), 1, figsize=(12, 1.2 * len(acts) + 1.4), sharex=True)
+    keep = res.groupby("module").share.max()
+    keep = set(keep.index[keep >= SHARE_FLOOR])
+    fig, axes = plt.subplots(len(acts), 1, figsize=(7.8, 1.15 * len(acts) + 2.2), sharex=True)
     for ax, a in zip(np.atleast_1d(axes), acts):
-        sub = res[res.action == a].sort_values("order")
-        colors = [LAYER_KIND_PALETTE.get(k, LAYER_KIND_PALETTE["other"]) for k in sub.layer_kind]
-        ax.bar(np.arange(len(sub)), sub.share, color=colors, width=0.85)
-        ax.plot(np.arange(len(sub)), sub.signed, "k.", ms=3)
-        ax.set_ylabel(action_label(a).split(" (")[0], rotation=0, ha="right", fontsize=8)
+        sub = res[(res.action == a) & res.module.isin(keep)].sort_values("order")
+        ax.bar(np.arange(len(sub)), sub.share, color=[kind_color(k) for k in sub.layer_kind],
+               width=0.85)
+        ax.set_ylim(0, max(0.05, 1.1 * float(sub.share.max())))
+        ax.set_ylabel(action_label(a).split(" (")[0].replace(" rotation", "\nrotation"),
+                      rotation=0, ha="right", va="center", fontsize=9)
     names = sub.module.tolist()
-    np.atleast_1d(axes)[-1].set_xticks(np.arange(len(names)), names, rotation=90, fontsize=5)
-    fig.suptitle(f"{cnn_model}: squared share (bars), signed share (dots)", fontsize=10)
+    np.atleast_1d(axes)[-1].set_xticks(np.arange(len(names)), names, rotation=90, fontsize=8)
+    kinds_here = [k for k in KIND_ORDER if k in set(sub.layer_kind)]
+    np.atleast_1d(axes)[0].legend(
+        [plt.Rectangle((0, 0), 1, 1, color=kind_color(k)) for k in kinds_here],
+        kinds_here, fontsize=8, ncol=len(kinds_here), title="squared share, by layer kind",
+        title_fontsize=8,
+        loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
-    plt.show()
+    glue_figure("fig4c", fig)
+    put("fig4c_shown", len(keep))
+    put("fig4c_total", res.module.nunique())
     ranks = res.pivot_table(index="module", columns="action", values="share")
     geo = [a for a in GEOMETRIC if a in ranks.columns]
     corr = ranks[geo].corr("spearman").where(~np.eye(len(geo), dtype=bool)).stack()
@@ -330,11 +461,25 @@ if modules is not None and cnn_model in set(modules.model):
     top = ranks[geo].mean(axis=1).sort_values(ascending=False).head(3).index.tolist()
     display(Markdown(
         "Across the geometric transformations the modules' squared shares have a mean "
-        f"Spearman rank correlation of {float(corr.mean()):.2f} (lowest pair "
-        f"{float(corr.min()):.2f}); the largest on average: "
+        f"Spearman rank correlation of {sig(float(corr.mean()), 2)} (lowest pair "
+        f"{sig(float(corr.min()), 2)}); the largest on average: "
         + ", ".join(f"`{m}`" for m in top) + "."))
+glue_all("fig4c_shown", "fig4c_total")
 
 # %% [markdown]
+# ```{glue:figure} fig4c
+# :name: fig-aliasing-fig4c
+# :alt: Five rows of bars, one per transformation, of the squared share of each module of a ResNet-18 in execution order, coloured by layer kind; module names under the last row.
+#
+# The paper's Figure 4c for the zoo's ResNet-18: each module's squared share of the error
+# (bars, coloured by kind; the paper's view) under five transformations, paper's stencil,
+# mean over {glue:text}`n_images` images; the {glue:text}`fig4c_shown` of
+# {glue:text}`fig4c_total` modules whose squared share reaches 0.1% for some
+# transformation are shown. Verdict ({doc}`claims`): **{glue:text}`verdict_fig4c`**;
+# {glue:text}`headline_fig4c`.
+# ```
+#
+# (claim-fig4d)=
 # ## (d) Exact against the probe estimator and against integer shifts
 #
 # The probe estimator averages $(z^\top c_m)^2$ over Gaussian $z$: each term is
@@ -352,23 +497,29 @@ except MissingResultsError as err:
     display(Markdown(f"```{{note}}\n{err}\n```"))
 if md is not None:
     md = md[md.module != "(residual)"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(7.8, 3.9))
+    colors = dict(zip(md.model.unique(), (OKABE_ITO["blue"], OKABE_ITO["vermillion"],
+                                          OKABE_ITO["bluish_green"], OKABE_ITO["orange"])))
     for model, sub in md.groupby("model"):
         ok = sub[(sub.exact > 0) & (sub.probes > 0)]
-        axes[0].loglog(ok.exact, ok.probes, "o", ms=3, alpha=0.7, label=model)
+        axes[0].loglog(ok.exact, ok.probes, "o", ms=3, alpha=0.7, color=colors[model], label=model)
         ok = sub[(sub.exact > 0) & (sub["shift"] > 0)]
-        axes[1].loglog(ok.exact, ok["shift"], "o", ms=3, alpha=0.7, label=model)
+        axes[1].loglog(ok.exact, ok["shift"], "o", ms=3, alpha=0.7, color=colors[model],
+                       label=model)
     lim = [md.exact[md.exact > 0].min(), md.exact.max()]
-    axes[0].plot(lim, lim, color="k", lw=0.8)
-    axes[0].set(xlabel=r"exact $\|c_m\|^2$", ylabel="100-probe estimate")
-    axes[1].set(xlabel=r"exact $\|c_m\|^2$", ylabel="integer-shift error")
-    axes[0].legend(fontsize=8, frameon=False)
+    axes[0].plot(lim, lim, color="k", lw=0.8, label="equal")
+    axes[0].set(xlabel=r"exact $\|c_m\|^2$ (log axis)", ylabel="100-probe estimate (log axis)")
+    axes[1].set(xlabel=r"exact $\|c_m\|^2$ (log axis)", ylabel="integer-shift error (log axis)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    axes[1].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    plt.show()
+    glue_figure("fig4d", fig)
     pos = md[md.exact > 1e-6 * md.groupby("model").exact.transform("max")]
     rel = (pos.probes - pos.exact).abs() / pos.exact
     sh = md.dropna(subset=["shift"])
     glue("rank_probe", float(md[["exact", "probes"]].corr("spearman").iloc[0, 1]), display=False)
+    put("fig4d_models", ", ".join(f"`{m}`" for m in md.model.unique()))
+    put("fig4d_probes", int(md.num_probes.iloc[0]))
     display(Markdown(
         f"On {', '.join(f'`{m}`' for m in md.model.unique())} (one image), the "
         f"{int(md.num_probes.iloc[0])}-probe estimates of the modules that matter deviate "
@@ -376,8 +527,19 @@ if md is not None:
         f"all modules {float(md[['exact', 'probes']].corr('spearman').iloc[0, 1]):.3f}); "
         "the integer-shift error ranks modules differently (Spearman "
         f"{float(sh[['exact', 'shift']].corr('spearman').iloc[0, 1]):.2f})."))
+glue_all("fig4d_models", "fig4d_probes")
 
 # %% [markdown]
+# ```{glue:figure} fig4d
+# :name: fig-aliasing-fig4d
+# :alt: Two log-log scatter plots, one dot per module and one colour per model: the probe estimate against the exact squared term, close to the diagonal, and the integer-shift error against the exact squared term, widely scattered.
+#
+# The paper's Figure 4d question for {glue:text}`fig4d_models` (one image): each module's
+# {glue:text}`fig4d_probes`-probe estimate (left) and integer-shift error (right) against
+# its exact squared term $\lVert c_m\rVert^2$ (log axes; black line: equality). Verdict
+# ({doc}`claims`): **{glue:text}`verdict_fig4d`**; {glue:text}`headline_fig4d`.
+# ```
+#
 # ## Beyond the paper: a ResNet-18 with every strided path blurred
 #
 # timm's `resnetblur18` blurs the max-pool and the blocks' first convolutions but keeps the
@@ -434,13 +596,21 @@ def twin_verdict(rows: pd.DataFrame) -> str:
 TWIN_KEYS = [f"twin_{m}_{a}_{b}" for b in ("zoo", "long") for m in ("lee", "rho")
              for a in ("translate_x", "rotate", "scale")]
 if tw_ratio is not None:
-    display(tw_models.style.format(precision=4))
+    show_table(tw_models.rename(columns={"twin_seed": "pair (seed)", "params": "parameters",
+                                         "test_acc": "test accuracy", "n_test": "test images"}),
+               {"test accuracy": "{:.2%}"})
     t = tw_ratio.copy()
     t["twin_seed"] = t.twin_seed.astype(str)
-    t["LEE plain/twin"] = [ci(r.lee_ratio, r.lee_lo, r.lee_hi, pct=False) for r in t.itertuples()]
-    t["rho plain/twin"] = [ci(r.rho_ratio, r.rho_lo, r.rho_hi, pct=False) for r in t.itertuples()]
-    display(t[["twin_steps", "twin_seed", "action", "LEE plain/twin", "rho plain/twin", "n"]]
-            .style.hide(axis="index"))
+    t["LEE plain/twin [95% CI]"] = [ci(r.lee_ratio, r.lee_lo, r.lee_hi, pct=False)
+                                    for r in t.itertuples()]
+    t["ρ plain/twin [95% CI]"] = [ci(r.rho_ratio, r.rho_lo, r.rho_hi, pct=False)
+                                  for r in t.itertuples()]
+    t["action"] = t.action.map(action_label)
+    show_table(t[["twin_steps", "twin_seed", "action", "LEE plain/twin [95% CI]",
+                  "ρ plain/twin [95% CI]", "n"]].rename(
+                      columns={"twin_steps": "twin steps", "twin_seed": "pair (seed)",
+                               "n": "images"}),
+               summary=f"Ratios per pair and pooled ({len(t)} rows)")
     plain_acc = tw_models[tw_models.variant == "plain"].test_acc
     put("twin_pairs", int(tw_models.twin_seed.nunique()))
     put("twin_images", int(tw_ratio.n.max()))
@@ -515,13 +685,11 @@ if images is not None and "coarse" in set(shares.group):
     c = shares[(shares.group == "coarse") & (shares.action == main_action)
                & (shares.stencil == "paper")
                & shares.model.map(info.family).eq("cnn")]  # token models have no maps
-    put("coarse_shares", "; ".join(
-        f"`{r.model}` ({int(info.loc[r.model, 'input_size'])} px): {ci(r.share, r.share_lo, r.share_hi)} "
-        f"squared, {ci(r.signed, r.signed_lo, r.signed_hi)} signed" for r in c.itertuples()))
-glue_all("coarse_shares")
+    show_table(pd.DataFrame({
+        "model": c.model, "input (px)": [int(info.loc[m, "input_size"]) for m in c.model],
+        "squared share [95% CI]": [ci(r.share, r.share_lo, r.share_hi) for r in c.itertuples()],
+        "signed share [95% CI]": [ci(r.signed, r.signed_lo, r.signed_hi) for r in c.itertuples()],
+        "images": c.n}))
 
-# %% [markdown]
-# Coarse-group shares: {glue:text}`coarse_shares`.
-
-# %% tags=["hide-input"]
-display(Markdown(provenance_markdown(paths)))
+# %% tags=["remove-input"]
+display(Markdown(provenance_box(paths)))

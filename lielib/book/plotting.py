@@ -23,6 +23,7 @@ __all__ = [
     "ACTION_LABELS",
     "DIVERGING_CMAP",
     "FAMILY_PALETTE",
+    "KIND_ORDER",
     "LAYER_KIND_PALETTE",
     "OKABE_ITO",
     "TOL_EXTRA",
@@ -30,7 +31,6 @@ __all__ = [
     "family_color",
     "family_label",
     "imshow_signed",
-    "KIND_ORDER",
     "kind_color",
     "save_figure",
     "stacked_cumulative",
@@ -192,11 +192,13 @@ def stacked_cumulative(ax, modules, *, column: str = "value", legend: bool = Tru
     kinds_here = list(sub["layer_kind"])
     kinds = [k for k in KIND_ORDER if k in kinds_here]
     kinds += sorted(set(kinds_here) - set(kinds))
-    layer = np.arange(1, len(sub) + 1)
-    bands = [np.cumsum(np.where(np.asarray(kinds_here) == k, values / total, 0.0)) for k in kinds]
+    # x = 0 .. N; the band's value on (j - 1, j] includes module j (step "pre")
+    layer = np.arange(0, len(sub) + 1)
+    bands = [np.concatenate([[0.0], np.cumsum(np.where(np.asarray(kinds_here) == k,
+                                                        values / total, 0.0))]) for k in kinds]
     ax.stackplot(layer, bands, colors=[kind_color(k) for k in kinds], labels=kinds,
-                 step="post", linewidth=0)
-    ax.set_xlim(1, len(sub))
+                 step="pre", linewidth=0)
+    ax.set_xlim(0, len(sub))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("layer (execution order)")
     ax.set_ylabel("cumulative share of error")

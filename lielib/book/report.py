@@ -224,9 +224,9 @@ HEADLINES: dict[str, str] = {
     "fig1-right": "slope of translation LEE per unit accuracy (linear axis)",
     "family": "F test p for the family beyond accuracy",
     "transformers": "best ViT / best CNN translation LEE",
-    "fig1-centre": "activations' squared share in the zoo ResNet-18 (%)",
-    "fig4a": "lowest CNN share of downsampling or non-linear modules (%)",
-    "fig4b": "lowest patch-embedding share (%)",
+    "fig1-centre": "activations' squared share in the zoo ResNet-18",
+    "fig4a": "lowest CNN share of downsampling or non-linear modules",
+    "fig4b": "lowest patch-embedding share",
     "fig4c": "mean Spearman ρ of module shares between geometric actions",
     "fig4d": "Spearman ρ of 100-probe estimates with the exact decomposition",
     "metrics": "Spearman ρ of EQ-T with translation LEE",
@@ -256,6 +256,9 @@ def headline(row, *, digits: int = 3) -> str:
         return MISSING
     if row.lo is not None and row.hi is not None:
         num = fmt_ci(row.value, row.lo, row.hi, digits=digits)
+        while digits < 5 and len({t.strip(",") for t in re.findall(r"[-\d.,]+", num)}) == 1:
+            digits += 1  # "1.00 [1.00, 1.00]" says nothing: show the figures that differ
+            num = fmt_ci(row.value, row.lo, row.hi, digits=digits)
     else:
         num = sig(row.value, digits)
     if row.key in PERCENT_HEADLINES and not num.endswith("%"):
@@ -271,13 +274,13 @@ def _anchor(row, chapters: Path) -> str | None:
         text = src.read_text()
     except OSError:
         return None
-    return label if re.search(rf"^# \({re.escape(label)}\)=\s*$", text, re.M) else None
+    return label if re.search(rf"^# \({re.escape(label)}\)=\s*$", text, re.MULTILINE) else None
 
 
 def _link(row, chapters: Path, *, prefix: str = "") -> str:
     label = _anchor(row, chapters)
     if label:
-        return f"{{ref}}`{row.section} <{label}>`"
+        return f"{{ref}}`{label}`"  # the link text is the section's own title
     return f"{{doc}}`{prefix}{row.chapter}`, {row.section}"
 
 

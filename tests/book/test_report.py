@@ -114,7 +114,7 @@ def test_links_land_on_the_section_when_the_chapter_has_the_label(tmp_path: Path
     (tmp_path / "aliasing.py").write_text("# %% [markdown]\n# (claim-fig4b)=\n# ## (b) Token models\n")
     box = verdict_markdown([_row()], chapters=tmp_path)
     assert box.startswith("```{admonition} Verdict")
-    assert "**Figure 4b: reproduced.**" in box and "{ref}`(b) Token models <claim-fig4b>`" in box
+    assert "**Figure 4b: reproduced.**" in box and "See {ref}`claim-fig4b`." in box
     other = verdict_markdown([_row(key="fig4a", source="Figure 4a")], chapters=tmp_path)
     assert "{doc}`aliasing`, (b) Token models" in other  # no label: the chapter, not a dead link
 
@@ -160,3 +160,8 @@ def test_sig_round_trips_within_its_figures():
     rng = np.random.default_rng(0)
     for x in rng.lognormal(0, 4, 200) * rng.choice([-1, 1], 200):
         assert math.isclose(float(sig(x, 3).replace(",", "")), x, rel_tol=6e-3)
+
+
+def test_headline_shows_the_figures_that_differ():
+    row = _row(key="fig4d", value=0.99983, lo=0.99949, hi=0.99988, n=193)
+    assert headline(row) == "0.9998 [0.9995, 0.9999], n = 193"
