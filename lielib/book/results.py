@@ -288,11 +288,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, prefix: str) -> list[Path]:
-    """Delete ``<prefix><pid>.*.tmp*`` files in ``folder`` whose writing process has died."""
+def _writer_pid(name: str, prefix: str | None) -> str:
+    """The process id in a temporary's name ``.<stem>.<pid>.<random>.tmp<suffix>``."""
+    if prefix is not None:
+        return name[len(prefix):].split(".", 1)[0]
+    parts = name[1:name.rindex(".tmp")].rsplit(".", 2)  # mkstemp's random part has no dot
+    return parts[1] if len(parts) == 3 else ""
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str | None = None) -> list[Path]:
+    """Delete the temporaries in ``folder`` whose writing process has died.
+
+    With ``prefix``, those of one file (``<prefix><pid>.*.tmp*``); without, every
+    ``.<name>.<pid>.<random>.tmp*`` of the folder (a sweep clears its results folder so:
+    a writer killed after the table was in place leaves its last metadata temporary).
+    """
     removed = []
-    for f in Path(folder).glob(f"{glob.escape(prefix)}*.tmp*"):
-        pid = f.name[len(prefix):].split(".", 1)[0]
+    for f in Path(folder).glob(f"{glob.escape(prefix or '.')}*.tmp*"):
+        pid = _writer_pid(f.name, prefix)
         if not pid.isdigit() or _alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):

@@ -408,3 +408,22 @@ def test_check_output_refuses_a_folder_without_write_permission(tmp_path, monkey
     monkeypatch.setattr(os, "access", lambda p, mode: os.fspath(p) != os.fspath(tmp_path))
     with pytest.raises(OutputPathError, match=f"{tmp_path} is not writable"):
         check_output(tmp_path / "new" / "deeper", "--out")
+
+
+def test_a_folders_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from lielib.book.results import remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".m.in1k.meta.{dead.pid}.k2j_4x.tmp.json",  # a kill after the table
+             tmp_path / f".m.in1k.{dead.pid}.abc.tmp.csv",
+             tmp_path / f".final.pt.{dead.pid}.q1w2.tmp"]  # an older checkpoint temporary
+    kept = [tmp_path / f".m.in1k.meta.{os.getpid()}.live.tmp.json", tmp_path / "m.in1k.csv",
+            tmp_path / ".hidden.2.tmp"]
+    for f in stale + kept:
+        f.write_text("x")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

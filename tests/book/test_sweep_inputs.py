@@ -437,3 +437,21 @@ def test_merge_output_in_a_file_is_refused_before_reading(swept: tuple[Path, lis
     with pytest.raises(SystemExit):
         main(["merge", str(out), "--output", str(out.parent / "taken" / "m.csv")])
     assert "which is a file" in capsys.readouterr().err
+
+
+def test_a_sweep_clears_what_killed_writers_left(tmp_path: Path, no_kernel: list[dict]) -> None:
+    """A writer killed after its table was in place leaves its last metadata temporary; the
+    model counts as done, so the next sweep start removes it."""
+    import subprocess
+    import sys
+
+    model = models_of("zoo-init", 1)[0]
+    out = tmp_path / "out"
+    _write(out, model)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = out / f".{model}.meta.{dead.pid}.x1y2.tmp.json"
+    left.write_text("{}")
+    status = sweep.run_sweep(WORKER, "zoo-init", only=[model], out=out, progress=False)
+    assert status["skipped"] == [model] and not no_kernel
+    assert not left.exists()

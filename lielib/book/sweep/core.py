@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import cache_dir
-from ..results import ResultsMismatchError, metadata, read_table, write_json
+from ..results import (
+    UnreadableResultsError,
+    metadata,
+    read_table,
+    remove_stale_temporaries,
+    write_json,
+)
 from .inputs import SweepError, check_folder, shard_todo
 
 __all__ = [
@@ -74,15 +80,15 @@ def failure_path(out: str | os.PathLike, model: str) -> Path:
 def is_complete(out: str | os.PathLike, model: str) -> bool:
     """Whether ``model`` is done: its table and metadata exist and match (``csv_sha256``).
 
-    A table without its metadata, or with another run's (a writer killed between the two
-    files), counts as not done, so the sweep measures the model again.
+    A table without metadata that carries its hash (none, none recorded, another table's)
+    counts as not done, so the sweep measures the model again.
     """
     path = result_path(out, model)
     if not path.is_file():
         return False
     try:
         _, meta = read_table(path)
-    except (ResultsMismatchError, OSError, ValueError):
+    except (UnreadableResultsError, OSError, ValueError):
         return False
     return isinstance(meta, dict) and bool(meta.get("csv_sha256"))
 
@@ -239,6 +245,8 @@ def run_sweep(
     out = check_folder(out if out is not None else ROOT / "results" / chapter.stem / set_name,
                        "--out")
     command = command or shlex.join(["python", "-m", "lielib.book.sweep", *sys.argv[1:]])
+    if out.is_dir():  # what writers killed in an earlier run left
+        remove_stale_temporaries(out)
     mine = shard(models, *shard_spec)
     todo = [m for m in mine if force or not is_complete(out, m)]
     for m in mine:  # a complete table has no failure record: one left by an interrupted
