@@ -20,6 +20,10 @@
 # {cite:p}`gruver2023lie`, $R^2 = 0.333$ on a linear LEE axis), and transformers can end
 # up as translation-equivariant as CNNs.
 #
+# ```{glue:md} verdict_box
+# :format: myst
+# ```
+#
 # **What this chapter tests.** Without ImageNet weights, the same measurement runs on a
 # controlled zoo trained here on Fashion-MNIST {cite:p}`xiao2017fashion` at 32 px
 # (`lielib.book.zoo`): ten architecture kinds in the paper's three families, each at two
@@ -43,13 +47,31 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book import architectures as A
+from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
 from lielib.book.plotting import action_label, family_color, family_label, use_theme
-from lielib.book.results import provenance_markdown, read_or_compute
+from lielib.book.report import (
+    claim_label,
+    fmt_ci,
+    glue_figure,
+    headline,
+    provenance_box,
+    show_table,
+    sig,
+    verdict_markdown,
+)
+from lielib.book.results import read_or_compute
 
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
 use_theme()
+ROWS = [get_claim(k, RESULTS) for k in ("fig1-right", "family", "transformers", "metrics",
+                                         "data-trend")]
+glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
+for row in ROWS:
+    key = row.key.replace("-", "_")
+    glue(f"verdict_{key}", row.verdict, display=False)
+    glue(f"headline_{key}", f"{claim_label(row)}: {headline(row)}", display=False)
 
 
 def measure_missing() -> None:
@@ -103,13 +125,15 @@ glue("steps", int(records["steps"].iloc[0]), display=False)
 
 # %% tags=["hide-input"]
 shown = records[["name", "family", "condition", "params", "test_acc", "converged"]].copy()
-shown["params"] = (shown["params"] / 1e6).map(lambda v: f"{v:.2f}")
+shown["params"] = shown["params"] / 1e6
 shown["family"] = shown["family"].map(family_label)
-shown["test_acc"] = shown["test_acc"].map(lambda v: f"{100 * v:.1f}")
-shown = shown.rename(columns={"name": "model", "params": "params (M)", "test_acc": "accuracy (%)"})
-display(shown.style.hide(axis="index"))
+shown["converged"] = shown["converged"].astype(bool)
+shown = shown.rename(columns={"name": "model", "params": "parameters (M)",
+                              "test_acc": "test accuracy (%)"})
+show_table(shown, {"test accuracy (%)": lambda v: f"{100 * v:.1f}"}, digits=2,
+           summary=f"The {len(shown)} zoo models: family, training condition, size, accuracy")
 
-fig, ax = plt.subplots(figsize=(6, 3.2))
+fig, ax = plt.subplots(figsize=(7, 3.4))
 for name, part in curves.groupby("model", sort=False):
     fam = records.set_index("name").loc[name, "family"]
     ax.plot(part["step"], part["loss"], color=family_color(fam), lw=0.7, alpha=0.6)
@@ -118,12 +142,22 @@ for fam in sorted(records["family"].unique()):
 ax.axhline(np.log(10), color="grey", ls=":", lw=0.8)
 ax.set_yscale("log")
 ax.set_xlabel("step")
-ax.set_ylabel("training loss (mean of 10 steps)")
-ax.legend(fontsize=8)
+ax.set_ylabel("training loss (mean of 10 steps, log axis)")
+ax.legend(fontsize=9)
 fig.tight_layout()
-plt.show()
+glue_figure("fig_zoo_loss", fig)
 
 # %% [markdown]
+# ```{glue:figure} fig_zoo_loss
+# :name: fig-architectures-loss
+# :alt: Training-loss curves of every zoo model against the optimizer step on a logarithmic axis, coloured by family, with a dotted line at ln 10.
+#
+# Training loss of each of the {glue:text}`n_trained` zoo models along its
+# {glue:text}`steps` steps, coloured by family; dotted: $\ln 10$, the loss of a uniform
+# guess over the ten classes.
+# ```
+#
+# (claim-fig1-right)=
 # ## LEE against accuracy across models (Figure 1, right)
 #
 # Each point is a converged model at the end of training, its LEE the mean over the same
@@ -139,9 +173,8 @@ else:
     fits = pd.DataFrame()
 
 
-def interval(row: pd.Series, name: str, fmt: str = "{:.3g}") -> str:
-    return (f"{fmt.format(row[name])} [{fmt.format(row[name + '_lo'])}, "
-            f"{fmt.format(row[name + '_hi'])}]")
+def interval(row: pd.Series, name: str, digits: int = 3) -> str:
+    return fmt_ci(row[name], row[name + "_lo"], row[name + "_hi"], digits=digits)
 
 
 if not fits.empty:
@@ -153,11 +186,11 @@ if not fits.empty:
         "quantity": fits["quantity"].map(quantity),
         "axis": fits["axis"],
         "slope [95% CI]": fits.apply(interval, axis=1, name="slope"),
-        "R² [95% CI]": fits.apply(interval, axis=1, name="r2", fmt="{:.2f}"),
-        "Spearman [95% CI]": fits.apply(interval, axis=1, name="spearman", fmt="{:.2f}"),
-        "n": fits["n"],
+        "R² [95% CI]": fits.apply(interval, axis=1, name="r2", digits=2),
+        "Spearman [95% CI]": fits.apply(interval, axis=1, name="spearman", digits=2),
+        "models": fits["n"],
     })
-    display(table.style.hide(axis="index"))
+    show_table(table)
     tr = fits.set_index(["quantity", "axis"]).loc["lee_translate"]
     for axis in ("linear", "log10"):
         row = tr.loc[axis]
@@ -176,8 +209,9 @@ if not fits.empty:
     panels = [("lee_translate", False, "translation LEE"), ("lee_translate", True, "translation LEE"),
               ("rho_translate", False, "translation ρ")]
     panels = [p for p in panels if p[0] in converged]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    axes = axes[0]
+    fig, grid = plt.subplots(2, 2, figsize=(7.8, 6.6))
+    axes = grid.flat[:len(panels)]
+    legend_ax = grid.flat[-1]
     by_quantity = fits.set_index(["quantity", "axis"])
     for ax, (col, log, label) in zip(axes, panels, strict=True):
         for cond, marker in (("60k", "o"), ("8k", "s"), ("2k", "v"), ("60k+shift", "^")):
@@ -192,19 +226,36 @@ if not fits.empty:
             ax.axhline(1, color="grey", ls=":", lw=0.8)
         ax.set_yscale("log" if log else "linear")
         ax.set_xlabel("test accuracy")
-        ax.set_ylabel(label)
-        ax.set_title(f"{'log' if log else 'linear'} axis: $R^2$ = {row['r2']:.2f}", fontsize=10)
-    for fam in sorted(converged["family"].unique()):
-        axes[-1].scatter([], [], color=family_color(fam), label=family_label(fam))
-    for cond, marker in (("60k", "o"), ("8k", "s"), ("2k", "v"), ("60k+shift", "^")):
-        axes[-1].scatter([], [], color="grey", marker=marker, label=cond)
-    axes[-1].legend(fontsize=7, ncol=2)
+        ax.set_ylabel(label + (" (log axis)" if log else ""))
+        ax.set_title(f"{'log' if log else 'linear'} axis: $R^2$ = {sig(row['r2'], 2)}",
+                     fontsize=10)
+    for ax in grid.flat[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=family_color(f), marker="o", ls="", label=family_label(f))
+               for f in sorted(converged["family"].unique())]
+    handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=f"trained on {c}")
+                for c, m in (("60k", "o"), ("8k", "s"), ("2k", "v"), ("60k+shift", "^"))]
+    handles.append(plt.Line2D([], [], color="black", ls="--", label="least-squares fit"))
+    legend_ax.legend(handles=handles, loc="center", fontsize=10, title="every panel")
     fig.tight_layout()
-    plt.show()
+    glue_figure("fig1_right", fig)
 else:
     display(Markdown("Fewer than three converged models are measured yet: no fit."))
 
 # %% [markdown]
+# ```{glue:figure} fig1_right
+# :name: fig-architectures-fig1-right
+# :alt: Three scatter plots of one dot per converged zoo model against test accuracy, coloured by family with a marker per training condition: translation LEE on a linear axis, on a log axis, and the sensitivity ratio, each with a dashed least-squares line; the fourth panel is the legend.
+#
+# The paper's Figure 1 right for the zoo: the translation LEE of {glue:text}`n_fit`
+# converged models (mean over {glue:text}`n_images` test images of the x and y LEE) against
+# test accuracy, on the paper's linear axis and on a log axis, and the scale-free
+# sensitivity ratio $\rho$; dashed: least-squares fit. Slope on the linear axis
+# {glue:text}`translate_linear_slope:.3g` [{glue:text}`translate_linear_slope_lo:.3g`,
+# {glue:text}`translate_linear_slope_hi:.3g`] (95% bootstrap over models). Verdict
+# ({doc}`claims`): **{glue:text}`verdict_fig1_right`**.
+# ```
+#
 # On the linear axis, translation LEE against accuracy has slope
 # {glue:text}`translate_linear_slope:.3g` [{glue:text}`translate_linear_slope_lo:.3g`,
 # {glue:text}`translate_linear_slope_hi:.3g`] and $R^2 =$ {glue:text}`translate_linear_r2:.2f`
@@ -228,6 +279,7 @@ else:
 # Spearman {glue:text}`rho_translate_spearman:.2f` [{glue:text}`rho_translate_spearman_lo:.2f`,
 # {glue:text}`rho_translate_spearman_hi:.2f`].
 #
+# (claim-family)=
 # ## Is the sign stable, and does the family matter beyond accuracy?
 #
 # The paper's "whatever the architecture" is a statement about two predictors: once
@@ -247,25 +299,28 @@ if len(converged) >= 5 and converged["family"].nunique() >= 2:
         glue(f"family_{axis}_r2_x", float(stab[f"family_{axis}"]["r2_x"]), display=False)
         glue(f"family_{axis}_r2_xg", float(stab[f"family_{axis}"]["r2_x_group"]), display=False)
     fam_tab = stab["loo_family"].assign(left_out=lambda d: d["left_out"].map(family_label))
-    display(fam_tab.rename(columns={"left_out": "family left out"}).style.format(
-        {"slope": "{:.3g}", "spearman": "{:.2f}"}).hide(axis="index"))
+    show_table(fam_tab.rename(columns={"left_out": "family left out"}),
+               {"spearman": lambda v: sig(v, 2)})
     display(Markdown(
         f"Dropping one model keeps the sign of the all-model slope in "
         f"{100 * stab['model_same_sign']:.0f}% of {len(stab['loo_model'])} fits. Adding the "
-        f"family to accuracy raises $R^2$ from {stab['family_linear']['r2_x']:.2f} to "
-        f"{stab['family_linear']['r2_x_group']:.2f} on the linear axis "
-        f"(F test p = {stab['family_linear']['p']:.2g}) and from "
-        f"{stab['family_log']['r2_x']:.2f} to {stab['family_log']['r2_x_group']:.2f} on the "
-        f"log axis (p = {stab['family_log']['p']:.2g})."))
+        f"family to accuracy raises $R^2$ from {sig(stab['family_linear']['r2_x'], 2)} to "
+        f"{sig(stab['family_linear']['r2_x_group'], 2)} on the linear axis "
+        f"(F test p = {sig(stab['family_linear']['p'], 2)}) and from "
+        f"{sig(stab['family_log']['r2_x'], 2)} to {sig(stab['family_log']['r2_x_group'], 2)} "
+        f"on the log axis (p = {sig(stab['family_log']['p'], 2)})."))
 else:
     display(Markdown("Too few converged models of two or more families for these checks."))
 
 # %% [markdown]
+# (claim-transformers)=
 # ## Transformers and CNNs
 #
 # The paper found the best transformers as translation-equivariant as CNNs. Per family,
 # the mean over converged models of the translation LEE, with a bootstrap interval over
-# models, and the accuracy range:
+# models, and the accuracy range. These family means average models of every size, data
+# set and augmentation, so they mix the family with accuracy; the paper's claim, and the
+# Claims row, compare the *best* model of each family on the same images (below the table).
 
 # %% tags=["hide-input"]
 from lielib.book.stats import mean_ci
@@ -275,10 +330,11 @@ for fam, part in converged.groupby("family"):
     m = mean_ci(part["lee_translate"], seed=seed)
     rows.append({"family": family_label(fam), "models": len(part),
                  "accuracy (%)": f"{100 * part['accuracy'].min():.1f} to {100 * part['accuracy'].max():.1f}",
-                 "translation LEE [95% CI]": f"{m['mean']:.3g} [{m['lo']:.3g}, {m['hi']:.3g}]",
+                 "mean translation LEE [95% CI]": fmt_ci(m["mean"], m["lo"], m["hi"]),
                  "best model": part.sort_values("lee_translate")["model"].iloc[0]})
+    glue(f"family_mean_{fam}", fmt_ci(m["mean"], m["lo"], m["hi"]), display=False)
 if rows:
-    display(pd.DataFrame(rows).style.hide(axis="index"))
+    show_table(pd.DataFrame(rows))
 if {"vit", "cnn"} <= set(converged["family"]):
     best = A.best_ratio(lee, converged, "vit", "cnn", seed=seed)
     glue("vit_over_cnn", float(best["ratio"]), display=False)
@@ -287,10 +343,14 @@ if {"vit", "cnn"} <= set(converged["family"]):
     display(Markdown(
         f"The most translation-equivariant ViT ({best['best']}) against the most "
         f"translation-equivariant CNN ({best['best_reference']}), on the same "
-        f"{best['n']} images: LEE ratio {best['ratio']:.2f} [{best['lo']:.2f}, {best['hi']:.2f}] "
-        "(paired bootstrap over images; below 1, the ViT is more equivariant)."))
+        f"{best['n']} images: LEE ratio {fmt_ci(best['ratio'], best['lo'], best['hi'])} "
+        "(paired bootstrap over images; below 1, the ViT is more equivariant). This is the "
+        "Claims row's number. The family means above answer another question, how the average "
+        "model of each family fares, and the two need not agree: a family can have the lower "
+        "mean and still not hold the single most equivariant model."))
 
 # %% [markdown]
+# (claim-data-trend)=
 # ## One factor at a time: training-set size and shift augmentation
 #
 # The small variant of every kind was also trained on 2,000 and 8,000 images (same number of
@@ -306,14 +366,14 @@ if "data" in effects:
     d = effects["data"]
     glue("data_slope", float(d["slope"]), display=False)
     display(Markdown(
-        f"Training-set size: {d['slope']:.3g} [{d['slope_lo']:.3g}, {d['slope_hi']:.3g}] decades "
+        f"Training-set size: {fmt_ci(d['slope'], d['slope_lo'], d['slope_hi'])} decades "
         f"of LEE per decade of images (n = {d['n']} models)."))
 if "shift" in effects:
     sh = effects["shift"]
     glue("shift_log_ratio", float(sh["mean"]), display=False)
     display(Markdown(
-        f"Shift augmentation: mean log10 ratio {sh['mean']:.3g} [{sh['lo']:.3g}, {sh['hi']:.3g}] "
-        f"over {sh['kinds']} kinds (a factor of {10 ** sh['mean']:.2f}; below 0, augmentation "
+        f"Shift augmentation: mean log10 ratio {fmt_ci(sh['mean'], sh['lo'], sh['hi'])} "
+        f"over {sh['kinds']} kinds (a factor of {sig(10 ** sh['mean'])}; below 0, augmentation "
         "lowered translation LEE)."))
 if not effects:
     display(Markdown("The zoo's data-size and augmentation models are not measured yet."))
@@ -330,7 +390,7 @@ if not effects:
 
 # %% tags=["hide-input"]
 cols = [c for c in ("lee_translate", "rho_translate") if c in snap]
-fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.6), squeeze=False)
+fig, axes = plt.subplots(1, len(cols), figsize=(3.9 * len(cols), 3.6), squeeze=False)
 for ax, col in zip(axes[0], cols, strict=True):
     for name, part in snap.groupby("model", sort=False):
         part = part.sort_values("step")
@@ -338,12 +398,12 @@ for ax, col in zip(axes[0], cols, strict=True):
                 lw=0.8, alpha=0.7, marker=".", ms=3)
     ax.set_yscale("log" if col.startswith("lee") else "linear")
     ax.set_xlabel("test accuracy at the checkpoint")
-    ax.set_ylabel("translation LEE" if col.startswith("lee") else "translation ρ")
-for fam in sorted(snap["family"].unique()):
-    axes[0][0].plot([], [], color=family_color(fam), label=family_label(fam))
-axes[0][0].legend(fontsize=8)
+    ax.set_ylabel("translation LEE (log axis)" if col.startswith("lee") else "translation ρ")
+    for fam in sorted(snap["family"].unique()):
+        ax.plot([], [], color=family_color(fam), label=family_label(fam))
+    ax.legend(fontsize=8)
 fig.tight_layout()
-plt.show()
+glue_figure("fig_training_paths", fig)
 
 change = A.training_change(lee.assign(lee_translate=(lee["lee_translate_x"] + lee["lee_translate_y"]) / 2),
                            "lee_translate", seed=seed)
@@ -357,18 +417,27 @@ if len(with_ratio):
     glue("median_change", float(with_ratio["ratio"].median()), display=False)
     glue("n_constant_init", int(len(change) - len(with_ratio)), display=False)
     per_fam = with_ratio.groupby("family")["ratio"].median()
-    display(pd.DataFrame({"family": per_fam.index.map(family_label),
-                          "median ratio trained / init": per_fam.map(lambda v: f"{v:.2f}"),
-                          "models": with_ratio.groupby("family").size().to_numpy()}
-                         ).style.hide(axis="index"))
+    show_table(pd.DataFrame({"family": per_fam.index.map(family_label),
+                             "median ratio trained / init": per_fam.to_numpy(),
+                             "models": with_ratio.groupby("family").size().to_numpy()}))
     display(Markdown(
         f"Over {len(with_ratio)} models, training multiplied the translation LEE by a median "
-        f"{with_ratio['ratio'].median():.2f}; the paired interval over images lies above 1 for "
+        f"{sig(with_ratio['ratio'].median())}; the paired interval over images lies above 1 for "
         f"{rose} models and below 1 for {fell}."
         + (f" {len(change) - len(with_ratio)} model(s) are exactly constant on these images "
            "at initialisation (LEE 0), so have no ratio." if len(change) > len(with_ratio) else "")))
 
 # %% [markdown]
+# ```{glue:figure} fig_training_paths
+# :name: fig-architectures-training
+# :alt: Two panels of lines, one per zoo model coloured by family, from the checkpoint at initialisation to the end of training: translation LEE on a log axis and the sensitivity ratio against test accuracy at each checkpoint.
+#
+# Each zoo model along its training: translation LEE (left, log axis) and sensitivity ratio
+# $\rho$ (right) against test accuracy at each checkpoint, from initialisation to the end,
+# coloured by family (mean over {glue:text}`n_images` test images).
+# ```
+#
+# (claim-metrics)=
 # ## The sample-based metrics against LEE
 #
 # The trained models also went through the sample-based metrics of
@@ -384,15 +453,25 @@ if len(with_ratio):
 agree = A.metric_agreement(converged, seed=seed)
 for row in agree.itertuples():
     glue(f"rho_{row.metric}", float(row.spearman), display=False)
+    glue(f"rho_{row.metric}_text", fmt_ci(row.spearman, row.spearman_lo, row.spearman_hi),
+         display=False)
 if len(agree):
-    display(pd.DataFrame({
+    show_table(pd.DataFrame({
         "metric": agree["label"],
-        "against": agree["against"].str.removeprefix("lee_").map(action_label),
-        "Spearman [95% CI]": [f"{r.spearman:.2f} [{r.spearman_lo:.2f}, {r.spearman_hi:.2f}]"
+        "column": agree["metric"],
+        "against LEE of": agree["against"].str.removeprefix("lee_").map(action_label),
+        "Spearman [95% CI]": [fmt_ci(r.spearman, r.spearman_lo, r.spearman_hi)
                               for r in agree.itertuples()],
-        "n": agree["n"]}).style.hide(axis="index"))
+        "models": agree["n"]}))
 
 # %% [markdown]
+# Shift consistency (column `consistency`, the share of images whose predicted class
+# survives the shifts) and EQ-T (column `eq_t`, a PSNR in dB) are two different columns
+# of the zoo's table, both correlated with the same translation LEE: Spearman
+# {glue:text}`rho_consistency_text` and {glue:text}`rho_eq_t_text`. They agree to two
+# decimals because the two metrics rank the models alike, not because one column is read
+# twice.
+#
 # ## Where 32 px departs from the paper's regime, and why 32 px
 #
 # The zoo's networks are timm's ImageNet architectures at 32 px. Their stems and stages
@@ -431,13 +510,13 @@ try:
 except MissingResultsError:
     cs = pd.DataFrame()
 if len(cs):
-    display(pd.DataFrame({
+    show_table(pd.DataFrame({
         "model": cs["model"], "input (px)": cs["input_size"],
-        "squared share [95% CI]": [f"{100 * r.share:.0f}% [{100 * r.share_lo:.0f}, "
-                                   f"{100 * r.share_hi:.0f}]" for r in cs.itertuples()],
-        "signed share [95% CI]": [f"{100 * r.signed:.0f}% [{100 * r.signed_lo:.0f}, "
-                                  f"{100 * r.signed_hi:.0f}]" for r in cs.itertuples()],
-        "images": cs["n"]}).style.hide(axis="index"))
+        "squared share [95% CI]": [fmt_ci(r.share, r.share_lo, r.share_hi, digits=2, percent=True)
+                                   for r in cs.itertuples()],
+        "signed share [95% CI]": [fmt_ci(r.signed, r.signed_lo, r.signed_hi, digits=2,
+                                         percent=True) for r in cs.itertuples()],
+        "images": cs["n"]}))
     zoo_cs = cs[cs["model"].str.startswith("zoo:")]
     real = cs[~cs["model"].str.startswith("zoo:")]
     if len(zoo_cs):
@@ -469,6 +548,6 @@ glue("coarse_text", coarse_text, display=False)
 # ## Reproducing this chapter
 
 # %% tags=["hide-input"]
-display(Markdown(provenance_markdown(
+display(Markdown(provenance_box(
     [RESULTS / "zoo" / "accuracy.csv", RESULTS / "architectures" / "zoo-lee.csv", *budget_paths],
     root=ROOT)))

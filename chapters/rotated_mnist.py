@@ -24,6 +24,10 @@
 # is trained on digits shown at every angle, and it has no reason to fall along
 # translations, a symmetry these data do not teach.
 #
+# ```{glue:md} verdict_box
+# :format: myst
+# ```
+#
 # **What cannot be verified here.** The paper's pretrained and fine-tuned weights, its
 # exact recipe and the original benchmark files are not available offline, so its numbers
 # are not compared with ours; its 100-epoch scale with a larger ViT is the `paper` preset
@@ -68,9 +72,19 @@ from matplotlib.ticker import MaxNLocator
 from myst_nb import glue
 from scipy import stats
 
+from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
 from lielib.book.plotting import OKABE_ITO, use_theme
-from lielib.book.results import provenance_markdown, read_or_compute
+from lielib.book.report import (
+    claim_label,
+    fmt_ci,
+    glue_figure,
+    headline,
+    provenance_box,
+    show_table,
+    verdict_markdown,
+)
+from lielib.book.results import read_or_compute
 from lielib.book.rotated_mnist.config import PRESETS
 from lielib.book.rotated_mnist.config import preset as preset_config
 from lielib.book.rotated_mnist.run import command_for, run_experiment
@@ -81,6 +95,10 @@ FALLBACK = "cpu"
 if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; use one of {list(PRESETS)}")
 use_theme()
+ROWS = [get_claim("rotated-mnist", RESULTS_ROOT.parent)]
+glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
+glue("verdict_rotated_mnist", ROWS[0].verdict, display=False)
+glue("headline_rotated_mnist", f"{claim_label(ROWS[0])}: {headline(ROWS[0])}", display=False)
 
 
 def finished(folder) -> bool:
@@ -149,13 +167,8 @@ def style(variant: str) -> dict:
     return {"color": COLORS[variant.partition("+")[0]], "ls": "--" if variant.endswith("+rot") else "-"}
 
 
-def sig(x: float) -> str:
-    """Three significant digits."""
-    return "n/a" if not np.isfinite(x) else f"{x:.3g}"
-
-
 def interval(mean: float, low: float, high: float) -> str:
-    return f"{sig(mean)} [{sig(low)}, {sig(high)}]"
+    return fmt_ci(mean, low, high)
 
 
 last_epoch = int(epochs_table["epoch"].max())
@@ -239,7 +252,7 @@ if CONFIG.uses_mae:
     with np.load(examples_path) as z:
         grid = {k: z[k] for k in ("masked", "reconstruction", "original")}
     n = grid["original"].shape[0]
-    fig, axes = plt.subplots(3, n, figsize=(1.2 * n, 3.9))
+    fig, axes = plt.subplots(3, n, figsize=(0.95 * n, 3.1))
     for row, (name, images) in enumerate(grid.items()):
         for col in range(n):
             ax = axes[row, col]
@@ -263,7 +276,7 @@ if CONFIG.uses_mae:
 # the first {glue:text}`eval_size` rotated test digits.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Training loss (left) and accuracy on rotated test digits (right) after every epoch, per variant; dashed: with rotation augmentation.", "name": "fig-rotated-mnist-curves"}, "image": {"alt": "Two line charts against training epoch: the training loss of each variant falling and its test accuracy rising; dashed lines for the rotation-augmented variants."}}
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(7.8, 3.6))
 for variant in VARIANTS:
     rows = epochs_table[epochs_table["variant"] == variant]
     axes[0].plot(rows["epoch"], rows["train_loss"], marker="o", ms=3, label=label(variant), **style(variant))
@@ -323,10 +336,12 @@ glue("plateau_text", (f"the largest gain over the last five epochs was {gains.ab
                       f"({label(gains.abs().idxmax())})") if len(gains) else
      (f"with {last_epoch} epochs the runs are too short for the five-epoch check, so whether "
       "they had plateaued is not known"), display=False)
-(acc.assign(**{"95% interval": [f"{lo:.1%} to {hi:.1%}" for lo, hi in zip(acc["low"], acc["high"])],
-               "last-5 gain": [f"{g:+.1%}" if np.isfinite(g) else "n/a" for g in acc["gain"]]})
- .set_index("model")[["accuracy", "95% interval", "n", "last-5 gain"]]
- .style.format({"accuracy": "{:.1%}", "n": "{:,}"}))
+show_table(acc.assign(**{
+    "accuracy [95% interval]": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]"
+                                for a, lo, hi in zip(acc["accuracy"], acc["low"], acc["high"])],
+    "last-5 gain (points)": [f"{100 * g:+.1f}" if np.isfinite(g) else "n/a" for g in acc["gain"]]})
+    .rename(columns={"n": "test digits"})
+    [["model", "accuracy [95% interval]", "test digits", "last-5 gain (points)"]])
 
 # %% [markdown]
 # The best variant, the {glue:text}`acc_best_model`, classifies {glue:text}`acc_best:.1%`
@@ -341,9 +356,9 @@ glue("plateau_text", (f"the largest gain over the last five epochs was {gains.ab
 # 95% bootstrap (BCa) intervals over the digits, for rotations and for translations
 # (the mean of the horizontal and vertical shifts of each digit).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean LEE of the softmax output along rotations (left) and translations (right) after every epoch, with 95% bootstrap intervals over the test digits (log scale); a second row, when measured, shows the scale-free sensitivity ratio, where 1 means as sensitive as along comparable random directions.", "name": "fig-rotated-mnist-lee"}, "image": {"alt": "Line charts against training epoch of the rotation and translation local equivariance errors of each variant with shaded intervals, and below them the sensitivity ratios."}}
-fig, axes = plt.subplots(len(METRICS), 2, figsize=(11, 3.6 * len(METRICS)), squeeze=False,
-                         sharex=True)
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(len(METRICS), 2, figsize=(7.8, 3.3 * len(METRICS) + 0.8),
+                         squeeze=False, sharex=True)
 for i, metric in enumerate(METRICS):
     for j, action in enumerate(("rotate", "translate")):
         ax = axes[i, j]
@@ -358,14 +373,20 @@ for i, metric in enumerate(METRICS):
                      fontsize=11)
         if metric == "lee":
             ax.set_yscale("log")
+            ax.set_ylabel("LEE (log axis)")
         else:
             ax.axhline(1.0, color=OKABE_ITO["grey"], lw=0.8)
+            ax.set_ylabel("sensitivity ratio ρ")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if i == len(METRICS) - 1:
             ax.set_xlabel("epoch")
-axes[0, 0].legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+handles, labels_ = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels_, loc="lower center", ncol=3, fontsize=9)
+fig.tight_layout(rect=(0, 0.09, 1, 1))
+glue_figure("fig_rotated_lee", fig)
+glue("metric_rows", "LEE (top) and the scale-free sensitivity ratio (bottom; 1 is as "
+     "sensitive as along comparable random directions)" if len(METRICS) > 1 else "LEE",
+     display=False)
 
 # %% tags=["hide-input"]
 at_last = summary_table[summary_table["epoch"] == summary_table.groupby("variant")["epoch"].transform("max")]
@@ -390,9 +411,21 @@ else:
     for key in ("lee_rot1_mae", "lee_rot_last_mae"):
         glue(key, float("nan"), display=False)
         glue(f"{key}_interval", "(not run)", display=False)
-pd.DataFrame(cells).rename(index=label).rename_axis(f"after epoch {last_epoch}")
+show_table(pd.DataFrame(cells).rename(index=label).rename_axis(f"variant, after epoch {last_epoch}"),
+           index=True)
 
 # %% [markdown]
+# ```{glue:figure} fig_rotated_lee
+# :name: fig-rotated-mnist-lee
+# :alt: Line charts against training epoch of the rotation and translation local equivariance errors of each variant with shaded intervals, and below them the sensitivity ratios.
+#
+# The paper's rotated-MNIST experiment, redrawn at this page's scale: mean
+# {glue:text}`metric_rows` along rotations (left) and translations (right) after every
+# epoch, per variant, with 95% bootstrap intervals over {glue:text}`lee_size` rotated test
+# digits. Verdict ({doc}`claims`): **{glue:text}`verdict_rotated_mnist`**;
+# {glue:text}`headline_rotated_mnist`.
+# ```
+#
 # The table gives each variant's means after its last epoch with their 95% intervals. The
 # MAE-pretrained ViT's rotation LEE went from {glue:text}`lee_rot1_mae_interval` after the
 # first epoch to {glue:text}`lee_rot_last_mae_interval` after the last. Raw LEE moves with
@@ -406,8 +439,9 @@ pd.DataFrame(cells).rename(index=label).rename_axis(f"after epoch {last_epoch}")
 # interval. The two actions have different units (a radian against half the image width),
 # so $r$ is compared across epochs and variants, not against 0.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean per-digit log ratio of rotation to translation, after every epoch, with 95% bootstrap intervals: for LEE (left) and, when measured, for the sensitivity ratio (right). A fall means rotation sensitivity fell relative to translation sensitivity on the same digits.", "name": "fig-rotated-mnist-ratio"}, "image": {"alt": "Line charts against training epoch of the log ratio of rotation to translation sensitivity for each variant, with shaded intervals."}}
-fig, axes = plt.subplots(1, len(METRICS), figsize=(5.6 * len(METRICS), 3.8), squeeze=False)
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, len(METRICS), figsize=(3.9 * len(METRICS), 4.2), squeeze=False,
+                         sharey=True)
 for ax, metric in zip(axes[0], METRICS):
     for variant in VARIANTS:
         part = ratio_table[(ratio_table["variant"] == variant)
@@ -418,13 +452,28 @@ for ax, metric in zip(axes[0], METRICS):
                         color=st["color"], alpha=0.12, lw=0)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("mean log(rotation / translation)")
     ax.set_title(METRIC_LABEL[metric], fontsize=11)
-axes[0, 0].legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+axes[0, 0].set_ylabel("mean log(rotation / translation)")
+handles, labels_ = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels_, loc="lower center", ncol=3, fontsize=8)
+fig.tight_layout(rect=(0, 0.16, 1, 1))
+glue_figure("fig_rotated_ratio", fig)
+glue("ratio_panels", "for LEE (left) and for the sensitivity ratio (right)" if len(METRICS) > 1
+     else "for LEE", display=False)
 
 # %% [markdown]
+# ```{glue:figure} fig_rotated_ratio
+# :name: fig-rotated-mnist-ratio
+# :alt: Line charts against training epoch of the log ratio of rotation to translation sensitivity for each variant, with shaded intervals.
+#
+# Rotation relative to translation on the same digits: the mean per-digit log ratio after
+# every epoch, {glue:text}`ratio_panels`, with 95% bootstrap intervals over
+# {glue:text}`lee_size` digits. A fall means rotation sensitivity fell relative to
+# translation sensitivity. Verdict ({doc}`claims`): **{glue:text}`verdict_rotated_mnist`**.
+# ```
+
+# %% [markdown]
+# (claim-rotated-mnist)=
 # ## Does training on rotated digits lower rotation LEE relative to translation LEE?
 #
 # Each contrast is a paired difference of the per-digit log ratio $r$ on the same
@@ -478,8 +527,9 @@ def pair_sentence(question: str, metric: str) -> str:
     part = con[(con["question"] == question) & (con["metric"] == metric)]
     if part.empty:
         return "not testable in this run (a variant of the pair is missing)"
-    return "; ".join(f"{variant_of(r.a)} minus {variant_of(r.b)}: {sig(r.difference)} "
-                     f"[{sig(r.low)}, {sig(r.high)}], {r.reading}" for r in part.itertuples())
+    return "; ".join(f"{variant_of(r.a)} minus {variant_of(r.b)}: "
+                     f"{fmt_ci(r.difference, r.low, r.high)}, {r.reading}"
+                     for r in part.itertuples())
 
 
 for question in ("pretraining", "augmentation"):
@@ -487,11 +537,13 @@ for question in ("pretraining", "augmentation"):
         glue(f"{question}_{metric}", pair_sentence(question, metric) if metric in METRICS
              else "not measured in this run", display=False)
 
-(con.assign(comparison=[f"{a} - {b}" for a, b in zip(con["a"], con["b"])],
-            metric=con["metric"].map(METRIC_LABEL),
-            difference=[interval(d, lo, hi) for d, lo, hi in zip(con["difference"], con["low"], con["high"])])
- [["question", "comparison", "metric", "n", "difference", "reading"]]
- .rename(columns={"difference": "difference [95% interval]"}).set_index("question"))
+show_table(con.assign(
+    comparison=[f"{a} - {b}" for a, b in zip(con["a"], con["b"])],
+    metric=con["metric"].map(METRIC_LABEL),
+    difference=[interval(d, lo, hi) for d, lo, hi in zip(con["difference"], con["low"], con["high"])])
+    [["question", "comparison", "metric", "n", "difference", "reading"]]
+    .rename(columns={"difference": "difference [95% interval]", "n": "digits"}),
+    summary=f"Every contrast ({len(con)} rows)")
 
 # %% [markdown]
 # **Training.** From epoch 1 to the last epoch, for the LEE log ratio
@@ -524,4 +576,4 @@ for question in ("pretraining", "augmentation"):
 # benchmark, not the original files.
 
 # %% tags=["remove-input"]
-display(Markdown(provenance_markdown(paths[:1])))  # one run wrote every table
+display(Markdown(provenance_box(paths[:1])))  # one run wrote every table
