@@ -215,6 +215,8 @@ def cluster_bootstrap(frame: pd.DataFrame, statistic: Callable[[np.ndarray], Any
     if within is not None:
         sub = [pd.factorize(frame[within].to_numpy()[m], sort=True)[0] for m in members]
         units = [[m[s == u] for u in range(int(s.max()) + 1)] for m, s in zip(members, sub, strict=True)]
+        # clusters whose units are single rows draw them in one step
+        single = [np.concatenate(u) if all(len(r) == 1 for r in u) else None for u in units]
     inner = np.random.default_rng([seed, 1])
 
     def rows_of(ids: np.ndarray) -> np.ndarray:
@@ -223,7 +225,8 @@ def cluster_bootstrap(frame: pd.DataFrame, statistic: Callable[[np.ndarray], Any
         parts = []
         for c in ids:
             u = units[int(c)]
-            parts += [u[int(j)] for j in inner.integers(len(u), size=len(u))]
+            draw = inner.integers(len(u), size=len(u))
+            parts += [single[int(c)][draw]] if single[int(c)] is not None else [u[j] for j in draw]
         return np.concatenate(parts)
 
     def stat(ids: np.ndarray) -> np.ndarray:
