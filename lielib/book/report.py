@@ -48,6 +48,7 @@ TABLE_CLASS = "book-table"
 """CSS class of every table the book renders (``book_css/book.css``; the browser test)."""
 
 MISSING = "–"
+NBSP = "\u00a0"
 
 
 def _finite(x: Any) -> bool:
@@ -263,7 +264,8 @@ def headline(row, *, digits: int = 3) -> str:
         num = sig(row.value, digits)
     if row.key in PERCENT_HEADLINES and not num.endswith("%"):
         num += "%"
-    return f"{num}, n = {fmt_count(row.n)}" if row.n else num
+    num = num.replace(" ", NBSP)  # an interval stays on one line wherever it is shown
+    return f"{num}, n{NBSP}={NBSP}{fmt_count(row.n)}" if row.n else num
 
 
 def _anchor(row, chapters: Path) -> str | None:

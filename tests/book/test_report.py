@@ -102,9 +102,11 @@ def _row(key="fig4b", **kw) -> Claim:
 
 def test_headline_and_label():
     row = _row()
-    assert headline(row) == "44.8 [17.4, 68.0]%, n = 20"
+    assert "\u00a0" in headline(row) and headline(row).count(" ") == 1  # breaks only before n
+    assert headline(row).replace("\u00a0", " ") == "44.8 [17.4, 68.0]%, n = 20"
     assert claim_label(row) == HEADLINES["fig4b"]
-    assert headline(_row(key="family", lo=None, hi=None, value=0.00117)) == "0.00117, n = 20"
+    assert headline(_row(key="family", lo=None, hi=None, value=0.00117)).replace(
+        "\u00a0", " ") == "0.00117, n = 20"
     assert headline(_row(value=None)) == "–"
     new = _row(key="new-row", measured="Ratio of the twins 1.2 [1.0, 1.4].")
     assert claim_label(new) == "Ratio of the twins"
@@ -124,7 +126,7 @@ def test_claims_markdown_cells_are_short_and_details_folded(tmp_path: Path):
     text = claims_markdown([long], chapters=tmp_path, prefix="")
     table = text.split("\n\n")[0].splitlines()
     assert len(table) == 3 and "word" not in table[2]
-    assert "44.8 [17.4, 68.0]%, n = 20" in table[2]
+    assert "44.8 [17.4, 68.0]%, n = 20" in table[2].replace("\u00a0", " ")
     assert ":class: note dropdown" in text and "word / word" in text
 
 
@@ -164,4 +166,4 @@ def test_sig_round_trips_within_its_figures():
 
 def test_headline_shows_the_figures_that_differ():
     row = _row(key="fig4d", value=0.99983, lo=0.99949, hi=0.99988, n=193)
-    assert headline(row) == "0.9998 [0.9995, 0.9999], n = 193"
+    assert headline(row).replace("\u00a0", " ") == "0.9998 [0.9995, 0.9999], n = 193"
