@@ -16,7 +16,8 @@ The core imports torch, numpy and pandas only; one concept per module:
 * :mod:`lielib.sensitivity`: ``sensitivity_ratio``, the scale-free companion of LEE
   (sensitivity along a transformation over that along phase-randomised references).
 * :mod:`lielib.selection`, :mod:`lielib.sites`, :mod:`lielib.decompose`: the layer-wise
-  decomposition (which modules, their recorded calls, their contributions).
+  decomposition (which modules, their recorded calls, their contributions);
+  :mod:`lielib.budget` its signed shares, :mod:`lielib.shifts` the integer-shift baseline.
 * :mod:`lielib.metrics`, :mod:`lielib.fourier`: sample-based metrics, band-limited
   resampling.
 
@@ -25,10 +26,11 @@ never the other way round.
 """
 
 from .actions import Action, get_action, list_actions
-from .decompose import layerwise_contributions, layerwise_lee, layerwise_shift_error
+from .decompose import layerwise_contributions, layerwise_lee
 from .layout import Layout, from_nchw, to_nchw
 from .lie import fold_batchnorm, lee, lie_derivative, lie_derivative_double_backward, measuring
 from .sensitivity import sensitivity_ratio
+from .shifts import layerwise_shift_error
 
 __all__ = [
     "Action",

@@ -104,6 +104,8 @@ def check_image(x: torch.Tensor, name: str, *, finite: bool = True) -> None:
             f"{name}: an image needs at least one channel and one pixel, got shape "
             f"{tuple(x.shape)}"
         )
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: the image is on the meta device and holds no values")
     if finite and x.numel() and not _all_finite(x):
         raise ValueError(
             f"{name}: the image holds NaN or infinite values; check the data pipeline "
@@ -124,6 +126,10 @@ def check_model(model: nn.Module, x: torch.Tensor | None = None, who: str = "lie
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if param is None:
         return
+    if param.device.type == "meta":
+        raise ValueError(f"{who}: the model's parameters are on the meta device and hold no "
+                         "values; materialise them first, e.g. model.to_empty(device='cpu') "
+                         "and model.load_state_dict(...)")
     if param.device != x.device:
         raise ValueError(f"{who}: the model's parameters are on {param.device} and x on "
                          f"{x.device}; move one of them, e.g. x.to({str(param.device)!r})")

@@ -29,6 +29,8 @@ model is measured in eval mode (:func:`lielib.lie.measuring`).
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +41,9 @@ from torch import nn
 from torch.func import jvp, vmap
 
 from .actions import Action, check_image, check_model, get_action
-from .layout import Layout, from_nchw, to_nchw
-from .lie import lie_derivative, measuring, output_fn
+from .layout import Layout, to_nchw
+from .lie import action_list, lie_derivative, measuring, output_fn
+from .prepare import check_input, check_seed, seeded_generator, tensor_output
 from .selection import select_modules
 from .sites import Site, module_hooks, no_inplace, record_sites
 from .tangents import TangentOperator
@@ -49,10 +52,10 @@ __all__ = [
     "METHODS",
     "RESIDUAL",
     "Decomposition",
+    "checked_input",
     "contributions_frame",
     "layerwise_contributions",
     "layerwise_lee",
-    "layerwise_shift_error",
 ]
 
 METHODS = ("exact", "probes")
@@ -201,16 +204,22 @@ def _exact_reverse(model, x, sites, f, num_classes: int) -> torch.Tensor:
     return torch.stack(cols, -1).detach()
 
 
-def _check_input(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
-    check_image(x, who)  # and contiguous: in-place writes through an expanded x fail
-    if x.shape[0] == 0:
-        raise ValueError(f"{who}: x is an empty batch {tuple(x.shape)}; pass at least one image")
+def checked_input(model: nn.Module, x: torch.Tensor, who: str,
+                  in_layout: str | Layout = "NCHW") -> torch.Tensor:
+    """``x`` checked for a layer-wise measurement of ``model`` (and made contiguous)."""
+    check_model(model, None, who)
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise TypeError(f"{who}: torch.jit modules (scripted or traced) run no module hooks, so "
+                        "they cannot be measured module by module; pass the eager nn.Module "
+                        "they were made from (lielib.lee and lie_derivative accept them)")
+    x = check_input(x, who)  # contiguous: in-place writes through an expanded x fail
+    check_image(to_nchw(x, in_layout)[0], who)
     check_model(model, x, who)
-    return x.contiguous()
+    return x
 
 
 def _check_count(value, name: str, least: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
@@ -223,49 +232,67 @@ def layerwise_contributions(
     num_probes: int = 100,
     modules: Sequence[str] | None = None,
     stencil: str = "paper",
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
     output: str = "softmax",
+    in_layout: str | Layout = "NCHW",
     mode: str = "auto",
-    chunk_size: int = 16,
+    modules_per_pass: int = 16,
+    chunk_size: int | None = None,
 ) -> Decomposition:
-    """Signed layer-wise contributions ``J_{>m} L m(x_m)`` and their squared norms.
+    """Signed layer-wise contributions ``J_{>m} L m(x_m)`` along one action, and their squared norms.
 
     See :func:`layerwise_lee` for the arguments; ``mode`` picks the exact method's
     direction (``"forward"``, ``"reverse"`` or ``"auto"``: reverse when
-    ``num_classes <= num_sites / 4``), ``chunk_size`` how many sites share one forward
-    pass.
+    ``num_classes <= num_sites / 4``). ``chunk_size`` is the former name of
+    ``modules_per_pass`` (deprecated).
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(2, 3))
+    >>> dec = layerwise_contributions(net, torch.randn(1, 1, 8, 8), "rotate")
+    >>> [s.name for s in dec.sites], dec.values.shape  # five modules and the residual
+    (['0', '1', '2', '3', '4'], torch.Size([6, 1]))
     """
+    if chunk_size is not None:
+        warnings.warn("layerwise_contributions: chunk_size is now called modules_per_pass",
+                      DeprecationWarning, stacklevel=2)
+        modules_per_pass = chunk_size
     if method not in METHODS or mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"method must be one of {METHODS} (got {method!r}) and mode one of "
                          f"'auto', 'forward', 'reverse' (got {mode!r})")
     _check_count(num_probes, "num_probes")
-    _check_count(chunk_size, "chunk_size")
-    _check_count(seed, "seed", 0)
-    x = _check_input(model, x, "layerwise_lee")
+    _check_count(modules_per_pass, "modules_per_pass")
+    seed = check_seed(seed, "layerwise_lee")
+    in_layout = Layout.parse(in_layout)
+    x = checked_input(model, x, "layerwise_lee", in_layout)
     action = get_action(action)
-    f = output_fn(output)
+    to_output = output_fn(output)
+
+    def f(out: object) -> torch.Tensor:
+        return to_output(tensor_output(out, "layerwise_lee"))
+
     units = select_modules(model, modules)
     if not units:
         raise ValueError("no modules to measure; pass modules= with names")
     with measuring(model), no_inplace(model):
-        total = lie_derivative(lambda z: f(model(z)), x, action, stencil=stencil)
+        total = lie_derivative(lambda z: f(model(z)), x, action, stencil=stencil,
+                               in_layout=in_layout)
         if total.ndim != 2:
             raise ValueError(f"need a classifier output (B, C), got {tuple(total.shape)}")
-        sites = record_sites(model, x, units)
+        sites = record_sites(model, x, units, in_layout=in_layout)
         _attach_lies(sites, action, stencil)
         num_classes = total.shape[-1]
         if method == "exact":
             if mode == "auto":
                 mode = "reverse" if 4 * num_classes <= len(sites) else "forward"
             if mode == "forward":
-                contrib = _exact_forward(model, x, sites, f, chunk_size)
+                contrib = _exact_forward(model, x, sites, f, modules_per_pass)
             else:
                 contrib = _exact_reverse(model, x, sites, f, num_classes)
             residual = total - contrib.sum(0)
             values = torch.cat([contrib.square().sum(-1), residual.square().sum(-1)[None]])
             return Decomposition(_strip(sites), values.detach(), contrib, residual, total, mode)
         a, p = _reverse_graph(model, x, sites, f)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+        gen = seeded_generator(seed, "layerwise_lee", device=x.device)
         acc = torch.zeros(len(sites) + 1, x.shape[0], dtype=x.dtype, device=x.device)
         for _ in range(num_probes):
             z = torch.randn(p.shape, generator=gen, dtype=p.dtype, device=p.device)
@@ -305,96 +332,55 @@ def contributions_frame(
 def layerwise_lee(
     model: nn.Module,
     x: torch.Tensor,
-    action: str | Action,
+    actions: str | Action | Sequence[str | Action] | None = None,
     *,
     method: str = "exact",
     num_probes: int = 100,
     modules: Sequence[str] | None = None,
     stencil: str = "paper",
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
     output: str = "softmax",
-    chunk_size: int = 16,
+    in_layout: str | Layout = "NCHW",
+    modules_per_pass: int = 16,
 ) -> pd.DataFrame:
     """Each module's share of the Lie derivative: ``value = ||J_{>m} L m(x_m)||^2``.
 
     Args:
         model: a classifier ``(B, C, H, W) -> (B, num_classes)``; measured in eval mode,
             unchanged afterwards.
-        x: input images ``(B, C, H, W)``.
-        action: an action name (see :func:`lielib.list_actions`) or an ``Action``.
+        x: input images in ``in_layout`` (``(B, C, H, W)`` by default).
+        actions: one name or ``Action``, a sequence of them, or ``None`` for all
+            registered actions (see :func:`lielib.list_actions`).
         method: ``"exact"`` (forward- or reverse-mode AD, zero variance) or ``"probes"``
             (the paper's Gaussian-probe estimator with ``num_probes`` backward passes,
-            seeded by ``seed``).
+            seeded by ``seed``: an int or a ``torch.Generator`` on ``x``'s device).
         modules: qualified module names to measure instead of the paper's selection
             (:func:`lielib.selection.select_modules`).
         stencil: the tangent stencil, ``"paper"`` or ``"central"``.
         output: ``"softmax"`` (the paper), ``"log_softmax"`` or ``"logits"``.
+        modules_per_pass: modules whose contributions share one forward-mode pass.
 
     Returns:
-        A tidy frame, one row per image and measured module call plus one ``residual``
-        row per image (what no module covers): columns ``image``, ``module``,
-        ``module_type``, ``layer_kind``, ``order`` (execution order), ``call``,
-        ``downsampling`` (output grid coarser than input), ``value``.
+        A tidy frame, one row per image, action and measured module call plus one
+        ``residual`` row per image and action (what no module covers): columns
+        ``image``, ``action``, ``module``, ``module_type``, ``layer_kind``, ``order``
+        (execution order), ``call``, ``downsampling`` (output grid coarser than input),
+        ``value``.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(2, 3))
+    >>> frame = layerwise_lee(net, torch.randn(2, 1, 8, 8), ["rotate", "saturate"])
+    >>> frame.groupby("action").size().to_dict()  # 2 images x (5 modules + residual)
+    {'rotate': 12, 'saturate': 12}
     """
-    dec = layerwise_contributions(
-        model, x, action, method=method, num_probes=num_probes, modules=modules,
-        stencil=stencil, seed=seed, output=output, chunk_size=chunk_size,
-    )
-    return contributions_frame(dec.sites, dec.values)
-
-
-def _roll(t: torch.Tensor, layout: Layout, s: int, dim: int) -> torch.Tensor:
-    img, prefix = to_nchw(t, layout)
-    return from_nchw(torch.roll(img, s, dims=dim), prefix, layout)
-
-
-def layerwise_shift_error(
-    model: nn.Module, x: torch.Tensor, *, modules: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Each module's error under integer circular shifts, an alias-blind baseline.
-
-    ``err_m = mean_d ||m(S_d^s x_m) - S_d^1 m(x_m)||^2 / ||m(x_m)||^2`` over the two axes
-    ``d``, where ``S_d^k`` rolls the grid by ``k`` pixels and ``s = H_in / H_out`` is the
-    module's stride, so the output moves by exactly one pixel (an invariant output is
-    compared unshifted, with ``s = 1``). Shifts by whole multiples of the stride never
-    see aliasing, which is why this metric misses what the Lie derivative measures.
-    Modules without a spatial input get ``NaN``. Same selection, layouts and columns as
-    :func:`layerwise_lee` (without a residual row).
-    """
-    x = _check_input(model, x, "layerwise_shift_error")
-    units = select_modules(model, modules)
-    named = dict(model.named_modules())
-    with measuring(model), no_inplace(model), torch.no_grad():
-        sites = record_sites(model, x, units)
-        vals = torch.full((len(sites) + 1, x.shape[0]), float("nan"), dtype=torch.float64)
-        for j, s in enumerate(sites):
-            if s.in_layout is None:
-                continue
-            bypass = []
-            if s.split_child is not None:
-                child = named[f"{s.name}.{s.split_child}" if s.name else s.split_child]
-                bypass = [(child, "forward", lambda m, a, o: a[0])]
-            with module_hooks(bypass):
-                vals[j] = _shift_error(s, s.module, s.x)
-    _strip(sites)
-    return contributions_frame(sites, vals, residual_row=False)
-
-
-def _shift_error(s: Site, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    y = m(x)
-    hin = to_nchw(x, s.in_layout)[0].shape[-2:]
-    hout = None if s.out_layout is None else to_nchw(y, s.out_layout)[0].shape[-2:]
-    errs = []
-    for axis, dim in ((0, -2), (1, -1)):
-        if hout is None:
-            step, out_step = 1, 0
-        elif hin[axis] % hout[axis] == 0:
-            step, out_step = hin[axis] // hout[axis], 1
-        else:
-            return torch.full((x.shape[0],), float("nan"), dtype=torch.float64)
-        ys = m(_roll(x, s.in_layout, step, dim))
-        target = y if hout is None else _roll(y, s.out_layout, out_step, dim)
-        num = (ys - target).flatten(1).square().sum(1)
-        den = y.flatten(1).square().sum(1).clamp_min(torch.finfo(y.dtype).tiny)
-        errs.append((num / den).double())
-    return torch.stack(errs).mean(0).cpu()
+    frames = []
+    for action in action_list(actions):
+        dec = layerwise_contributions(
+            model, x, action, method=method, num_probes=num_probes, modules=modules,
+            stencil=stencil, seed=seed, output=output, in_layout=in_layout,
+            modules_per_pass=modules_per_pass,
+        )
+        frame = contributions_frame(dec.sites, dec.values)
+        frame.insert(1, "action", action.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

@@ -15,6 +15,7 @@ position and are left as they are.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,14 @@ class Layout:
                 f"unknown layout kind {self.kind!r}; use one of {_KINDS} "
                 "(or Layout.tokens(num_prefix_tokens, grid) for token sequences)"
             )
+        if not _is_int(self.num_prefix_tokens):
+            raise TypeError(f"num_prefix_tokens must be an int, got {self.num_prefix_tokens!r}")
+        object.__setattr__(self, "num_prefix_tokens", int(self.num_prefix_tokens))
+        if self.grid is not None:
+            grid = tuple(self.grid) if isinstance(self.grid, (tuple, list)) else ()
+            if len(grid) != 2 or not all(_is_int(g) and g >= 1 for g in grid):
+                raise TypeError(f"grid must be two positive ints (H, W), got {self.grid!r}")
+            object.__setattr__(self, "grid", (int(grid[0]), int(grid[1])))
         if self.kind != "tokens" and (self.num_prefix_tokens or self.grid is not None):
             raise ValueError("num_prefix_tokens and grid only apply to the 'tokens' layout")
         if self.num_prefix_tokens < 0:
@@ -52,8 +61,12 @@ class Layout:
 
     @classmethod
     def tokens(cls, num_prefix_tokens: int = 0, grid: tuple[int, int] | None = None) -> Layout:
-        """A token layout ``(B, P + H*W, C)``."""
-        return cls("tokens", int(num_prefix_tokens), None if grid is None else tuple(grid))
+        """A token layout ``(B, P + H*W, C)``.
+
+        >>> Layout.tokens(1, (14, 14))
+        Layout(kind='tokens', num_prefix_tokens=1, grid=(14, 14))
+        """
+        return cls("tokens", num_prefix_tokens, grid)
 
     @classmethod
     def parse(cls, spec: str | Layout) -> Layout:
@@ -76,6 +89,10 @@ class Layout:
         if self.kind != "tokens":
             return self.kind
         return f"tokens(prefix={self.num_prefix_tokens}, grid={self.grid})"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _token_grid(layout: Layout, length: int) -> tuple[int, int]:

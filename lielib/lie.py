@@ -68,7 +68,13 @@ def action_list(actions: str | Action | Sequence[str | Action] | None) -> list[A
         names = list(actions)
     if not names:
         raise ValueError("actions is empty; pass None for every registered action")
-    return [get_action(a) for a in names]
+    acts = [get_action(a) for a in names]
+    seen = [a.name for a in acts]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise ValueError(f"actions lists {', '.join(map(repr, twice))} more than once; each "
+                         "action is measured once (one column or row each)")
+    return acts
 
 
 def shared_derivatives(acts: Sequence[Action], tau: torch.Tensor) -> tuple[list[int], torch.Tensor]:

@@ -18,9 +18,10 @@ Shared convention:
       otherwise read as perfect invariance (``+inf`` dB, full consistency).
     * The model runs in :func:`lielib.lie.measuring` (eval mode, restored) under
       ``torch.no_grad()``.
-    * Random transforms are drawn on the CPU from ``torch.Generator().manual_seed(seed)``,
-      so a seed gives the same transforms on every device; each draw is shared by the
-      whole batch, so an image's value does not depend on its neighbours in the batch.
+    * ``seed`` is an int or a ``torch.Generator``: random transforms are drawn from
+      ``torch.Generator().manual_seed(seed)`` on the CPU (so an int gives the same
+      transforms on every device), or from the caller's generator; each draw is shared
+      by the whole batch, so an image's value does not depend on its neighbours.
     * Pixel shifts follow ``torch.roll``: a positive shift moves the content towards
       larger column (``x``, width) or row (``y``, height) indices.
 """
@@ -37,6 +38,7 @@ from torch import nn
 from .actions import Action, check_model, get_action
 from .fourier import fourier_rotate, fourier_shift
 from .lie import measuring, output_fn
+from .prepare import check_seed, seeded_generator
 
 __all__ = [
     "eq_r",
@@ -51,9 +53,8 @@ __all__ = [
 _AXIS_DIM = {"x": -1, "y": -2}
 
 
-def _check_input(model: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+def _check_input(model: nn.Module, x: torch.Tensor, seed: int | torch.Generator = 0) -> None:
+    check_seed(seed, "metrics")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4 or min(x.shape) == 0:
@@ -193,9 +194,14 @@ def _psnr_metric(
     return _frame({name: psnr_db(mse), f"{name}_mse": mse})
 
 
-def _uniform(n: int, k: int, bound: float, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, k, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+def _rand(shape: tuple[int, ...], gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """Uniform ``[0, 1)`` draws from ``gen`` (on its device), returned on the CPU."""
+    return torch.rand(shape, generator=gen, dtype=dtype, device=gen.device).cpu()
+
+
+def _uniform(n: int, k: int, bound: float, seed: int | torch.Generator) -> torch.Tensor:
+    gen = seeded_generator(seed, "metrics")
+    return (_rand((n, k), gen) * 2 - 1) * bound
 
 
 def eq_t(
@@ -305,9 +311,9 @@ def sampled_invariance(
     to_output = output_fn(output)
     if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
         raise ValueError(f"t_max must be a positive finite number, got {t_max!r}")
-    gen = torch.Generator().manual_seed(seed)
-    mag = 1 - torch.rand(n, generator=gen, dtype=torch.float64)  # (0, 1]
-    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).double()
+    gen = seeded_generator(seed, "metrics")
+    mag = 1 - _rand((n,), gen)  # (0, 1]
+    sign = torch.where(_rand((n,), gen, torch.float32) < 0.5, -1.0, 1.0).double()
     ts = (t_max * mag * sign).tolist()
     with measuring(model), torch.no_grad():
         z = _logits(model, x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -16,10 +17,12 @@ from torch import nn
 
 __all__ = [
     "check_input",
+    "check_seed",
     "flag_off",
     "fold_batchnorm",
     "measuring",
     "measuring_if_module",
+    "seeded_generator",
     "tensor_output",
 ]
 
@@ -98,6 +101,10 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
     >>> net.training
     True
     """
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise ValueError("the model's parameters are on the meta device and hold no values; "
+                         "materialise them first, e.g. model.to_empty(device='cpu') and "
+                         "model.load_state_dict(...)")
     _check_trace_mode(model)
     training = {m: m.training for m in model.modules()}
     try:
@@ -161,9 +168,43 @@ def check_input(x: torch.Tensor, who: str) -> torch.Tensor:
         raise TypeError(f"{who}: x must be floating point, got {x.dtype}; convert with x.float()")
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"{who}: x is an empty batch (shape {tuple(x.shape)}); pass at least one image")
+    if x.device.type == "meta":
+        raise ValueError(f"{who}: x is on the meta device and holds no values; pass real images")
     if not torch.isfinite(x).all():
         raise ValueError(f"{who}: x contains NaN or infinite values; check the data pipeline")
     return x.contiguous()
+
+
+def check_seed(seed: object, who: str) -> int | torch.Generator:
+    """``seed`` as a Python int (any integer type, ``>= 0``) or the caller's ``torch.Generator``.
+
+    Every seeded lielib function takes ``seed: int | torch.Generator``: an int seeds a
+    private generator (never the global RNG), a generator is drawn from (and advances).
+
+    >>> import numpy as np
+    >>> check_seed(np.int64(3), "demo")
+    3
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{who}: seed must be an int or a torch.Generator, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{who}: seed must be >= 0, got {seed}")
+    return int(seed)
+
+
+def seeded_generator(seed: object, who: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """The caller's generator, or a fresh one on ``device`` seeded with the int ``seed``.
+
+    >>> torch.equal(torch.rand(2, generator=seeded_generator(0, "demo")),
+    ...             torch.rand(2, generator=torch.Generator().manual_seed(0)))
+    True
+    """
+    seed = check_seed(seed, who)
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def tensor_output(out: object, who: str) -> torch.Tensor:

@@ -86,19 +86,22 @@ def spatial_hw(t: torch.Tensor, layout: Layout | None) -> tuple[int, int] | None
 
 
 def record_sites(
-    model: nn.Module, x: torch.Tensor, units: list[tuple[str, str | None]]
+    model: nn.Module, x: torch.Tensor, units: list[tuple[str, str | None]], *,
+    in_layout: str | Layout = "NCHW",
 ) -> list[Site]:
     """One forward pass that records each unit's call: its input (cloned) and layouts.
 
     Args:
         units: ``(name, split_child)`` pairs, as :func:`lielib.selection.select_modules`
             returns them.
+        in_layout: the layout of the model's input ``x`` (its image grid sizes the
+            token grids of ViT-like models).
 
     Returns:
         One :class:`Site` per call of a unit, in execution order (by call start).
     """
     named = dict(model.named_modules())
-    layouts = ModelLayouts(model, x.shape)
+    layouts = ModelLayouts(model, to_nchw(x, in_layout)[0].shape)
     state = {"after": False}
     counter = itertools.count()
     calls: dict[str, int] = defaultdict(int)

@@ -11,16 +11,16 @@ from torch import nn
 from torch.func import jvp
 from toy_models import DT, PosToy, image, reinit, timm_model, toy
 
-from lielib.actions import get_action
+from lielib.actions import get_action, list_actions
 from lielib.decompose import (
     RESIDUAL,
     contributions_frame,
     layerwise_contributions,
     layerwise_lee,
-    layerwise_shift_error,
 )
 from lielib.layout import Layout
 from lielib.selection import LAYER_KINDS, UnresolvedLayoutError
+from lielib.shifts import layerwise_shift_error
 from lielib.tangents import layout_tangent
 
 pytest.importorskip("timm")
@@ -39,7 +39,7 @@ def test_sum_rule_sequential_toy_no_residual(mode):
 
 def test_forward_and_reverse_agree():
     model, x = toy(), image(2)
-    a = layerwise_contributions(model, x, "translate_x", mode="forward", chunk_size=3)
+    a = layerwise_contributions(model, x, "translate_x", mode="forward", modules_per_pass=3)
     b = layerwise_contributions(model, x, "translate_x", mode="reverse")
     torch.testing.assert_close(a.contributions, b.contributions, rtol=1e-9, atol=1e-13)
 
@@ -65,18 +65,18 @@ def test_residual_is_the_uncovered_positional_add():
 @pytest.mark.parametrize("name", ["test_resnet", "test_convnext", "test_efficientnet", "swin"])
 def test_sum_rule_timm_models_covered_by_modules(name):
     model, x = timm_model(name), image(1, 56 if name == "swin" else 32)
-    d = layerwise_contributions(model, x, "rotate", chunk_size=64)
+    d = layerwise_contributions(model, x, "rotate", modules_per_pass=64)
     assert d.total.abs().max() > 1e-8
     assert d.residual.abs().max() <= 1e-9 * d.total.abs().max()
 
 
 def test_sum_rule_vit_residual_is_the_position_embedding():
     model, x = timm_model("test_vit"), image(1, 32)
-    d = layerwise_contributions(model, x, "translate_x", chunk_size=64)
+    d = layerwise_contributions(model, x, "translate_x", modules_per_pass=64)
     assert d.residual.abs().max() > 1e-6 * d.total.abs().max()
     with torch.no_grad():
         model.pos_embed.zero_()
-    d0 = layerwise_contributions(model, x, "translate_x", chunk_size=64)
+    d0 = layerwise_contributions(model, x, "translate_x", modules_per_pass=64)
     assert d0.total.abs().max() > 1e-8
     assert d0.residual.abs().max() <= 1e-9 * d0.total.abs().max()
     assert d0.sites[0].name == "patch_embed" and d0.sites[0].layer_kind == "embed"
@@ -128,8 +128,9 @@ def test_saturate_known_zero_for_homogeneous_toy():
 
 def test_frame_columns_and_kinds():
     frame = layerwise_lee(toy(), image(2), "rotate")
-    assert list(frame.columns[:6]) == ["image", "module", "module_type", "layer_kind", "order",
-                                       "call"]
+    assert list(frame.columns[:7]) == ["image", "action", "module", "module_type", "layer_kind",
+                                       "order", "call"]
+    assert set(frame.action) == {"rotate"}
     assert "value" in frame.columns
     assert set(frame.layer_kind) <= set(LAYER_KINDS)
     assert (frame.groupby("image").module.last() == "(residual)").all()
@@ -141,7 +142,7 @@ def test_contributions_frame_is_the_layerwise_lee_frame():
     model, x = toy(), image(2)
     dec = layerwise_contributions(model, x, "rotate")
     frame = contributions_frame(dec.sites, dec.values)
-    assert frame.equals(layerwise_lee(model, x, "rotate"))
+    assert frame.equals(layerwise_lee(model, x, "rotate").drop(columns="action"))
     assert (frame.groupby("image").module.last() == RESIDUAL).all()
     bare = contributions_frame(dec.sites, dec.values, residual_row=False)
     assert RESIDUAL not in set(bare.module) and len(bare) == len(frame) - 2
@@ -233,7 +234,7 @@ def test_expanded_input_matches_a_contiguous_copy():
         (("x0",), {}, ValueError, "empty batch"),
         (("nan",), {}, ValueError, "NaN"),
         (("float32",), {}, TypeError, r"convert x with x.to\(torch.float64\)"),
-        (("x",), {"chunk_size": "4"}, ValueError, "chunk_size"),
+        (("x",), {"modules_per_pass": "4"}, ValueError, "modules_per_pass"),
         (("x",), {"method": "probes", "num_probes": 0}, ValueError, "num_probes"),
         (("x",), {"modules": "0"}, TypeError, "list of names"),
         (("x",), {"modules": []}, TypeError, "list of names"),
@@ -321,3 +322,102 @@ def test_signed_shares_refuse_probe_estimates():
     dec = layerwise_contributions(toy(), image(1), "rotate", method="probes", num_probes=2)
     with pytest.raises(ValueError, match="exact"):
         signed_shares(dec)
+
+
+# --- clear errors and one API family ---------------------------------------------------------
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = toy()
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+def test_models_layerwise_cannot_measure_get_clear_errors():
+    model, x = toy(inplace=False), image(2)
+    with pytest.raises(TypeError, match=r"returned a dict.*model\(x\)\['logits'\]"):
+        layerwise_lee(DictOut(), x, "rotate")
+    for jit in (torch.jit.script(model), torch.jit.trace(model, x)):
+        with pytest.raises(TypeError, match="torch.jit modules.*eager nn.Module"):
+            layerwise_lee(jit, x, "rotate")
+        with pytest.raises(TypeError, match="torch.jit modules"):
+            layerwise_shift_error(jit, x)
+    with pytest.raises(TypeError, match="must be a torch.nn.Module.*wrap a function"):
+        layerwise_lee(lambda z: model(z), x, "rotate")
+    meta = copy.deepcopy(model).to("meta")
+    with pytest.raises(ValueError, match="meta device and hold no values.*to_empty"):
+        layerwise_lee(meta, x, "rotate")
+    with pytest.raises(ValueError, match="meta device"):
+        layerwise_lee(model, x.to("meta"), "rotate")
+    with pytest.raises(ValueError, match="'rotate' more than once"):
+        layerwise_lee(model, x, ["rotate", "translate_x", "rotate"])
+
+
+def test_seeds_are_any_integer_or_a_generator():
+    import numpy as np
+
+    model, x = toy(), image(2)
+    kw = {"method": "probes", "num_probes": 3}
+    ref = layerwise_lee(model, x, "rotate", seed=4, **kw)
+    assert ref.equals(layerwise_lee(model, x, "rotate", seed=np.int64(4), **kw))
+    assert ref.equals(layerwise_lee(model, x, "rotate", seed=torch.Generator().manual_seed(4), **kw))
+    for bad, error in ((1.5, TypeError), (True, TypeError), (-1, ValueError)):
+        with pytest.raises(error, match="seed must be"):
+            layerwise_lee(model, x, "rotate", seed=bad, **kw)
+
+
+def test_several_actions_stack_one_frame_per_action():
+    model, x = toy(), image(2)
+    both = layerwise_lee(model, x, ["rotate", "scale"])
+    assert list(both.action.unique()) == ["rotate", "scale"]
+    for name in ("rotate", "scale"):
+        one = layerwise_lee(model, x, name)
+        assert both[both.action == name].reset_index(drop=True).equals(one)
+    assert list(layerwise_lee(model, x).action.unique()) == list_actions()
+
+
+def test_token_input_layout_is_measured_on_its_grid():
+    """A model that takes tokens: in_layout says where the image grid is."""
+
+    class TokenNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.Tanh()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, t):  # (B, 1 + 16, 3) -> image -> logits
+            img = t[:, 1:].reshape(t.shape[0], 4, 4, 3).permute(0, 3, 1, 2)
+            return self.fc(self.act(self.conv(img)).mean((-2, -1))) + t[:, 0].sum(-1, keepdim=True)
+
+    model = reinit(TokenNet().to(DT))
+    tokens = torch.randn(2, 17, 3, dtype=DT, generator=torch.Generator().manual_seed(0))
+    layout = Layout.tokens(1, (4, 4))
+    frame = layerwise_lee(model, tokens, "rotate", in_layout=layout, modules=["conv", "act"])
+    img = tokens[:, 1:].reshape(2, 4, 4, 3).permute(0, 3, 1, 2)
+    ref = layerwise_lee(_ImageInput(model, tokens[:, :1]), img, "rotate",
+                        modules=["inner.conv", "inner.act"])
+    torch.testing.assert_close(frame.value.to_numpy(), ref.value.to_numpy())
+
+
+class _ImageInput(nn.Module):
+    """The token model fed an image and fixed prefix tokens."""
+
+    def __init__(self, inner, prefix):
+        super().__init__()
+        self.inner, self.prefix = inner, prefix
+
+    def forward(self, img):
+        t = img.permute(0, 2, 3, 1).reshape(img.shape[0], -1, img.shape[1])
+        return self.inner(torch.cat([self.prefix, t], 1))
+
+
+def test_chunk_size_is_the_deprecated_name_of_modules_per_pass():
+    model, x = toy(), image(2)
+    with pytest.warns(DeprecationWarning, match="modules_per_pass"):
+        old = layerwise_contributions(model, x, "rotate", mode="forward", chunk_size=2)
+    new = layerwise_contributions(model, x, "rotate", mode="forward", modules_per_pass=2)
+    torch.testing.assert_close(old.values, new.values, rtol=0, atol=0)

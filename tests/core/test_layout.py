@@ -40,3 +40,17 @@ def test_bad_shapes_raise():
         to_nchw(torch.randn(1, 14, 3), Layout.tokens(1, (3, 4)))
     with pytest.raises(ValueError, match="4-d"):
         to_nchw(torch.randn(3, 4, 5), "NCHW")
+
+
+@pytest.mark.parametrize("args", [(1.7,), (True,), (1, (4.0, 4)), (1, (4,)), (0, (0, 4))],
+                         ids=["float-prefix", "bool-prefix", "float-grid", "short-grid", "empty-grid"])
+def test_token_counts_must_be_integers(args):
+    with pytest.raises(TypeError, match="must be"):
+        Layout.tokens(*args)
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    layout = Layout.tokens(np.int64(1), (np.int64(2), 3))
+    assert layout == Layout.tokens(1, (2, 3)) and type(layout.num_prefix_tokens) is int

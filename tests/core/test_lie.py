@@ -470,3 +470,19 @@ def test_measuring_switches_modes_through_the_modules_own_methods(start):
         assert net.training == (start == "train")
     if start == "train":
         assert net.calls[-2:] == [False, True]
+
+
+def test_duplicated_actions_and_meta_tensors_are_clear_errors():
+    from lielib import sensitivity_ratio
+
+    f, x = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 7 * 7, 4)).double(), image()
+    for call in (lee, sensitivity_ratio):
+        with pytest.raises(ValueError, match="'rotate' more than once"):
+            call(f, x, ["rotate", "translate_x", get_action("rotate")])
+    meta = copy.deepcopy(f).to("meta")
+    for call in (lambda: lee(meta, x, "rotate"), lambda: lie_derivative(meta, x, "rotate"),
+                 lambda: sensitivity_ratio(meta, x, "rotate")):
+        with pytest.raises(ValueError, match="meta device and hold no values"):
+            call()
+    with pytest.raises(ValueError, match="meta device"):
+        lee(meta, x.to("meta"), "rotate")

@@ -324,7 +324,7 @@ def test_model_mismatch_and_empty_batch_are_clear_errors(metric):
 
 def test_seed_and_integer_shift_arguments_are_checked():
     model, x = PoolLinear(), image()
-    with pytest.raises(TypeError, match="seed must be an integer"):
+    with pytest.raises(TypeError, match="seed must be an int or a torch.Generator"):
         eq_t(model, x, seed="0")
     with pytest.raises(TypeError, match="whole pixels"):
         integer_translate(x, 0.5, 0)
@@ -352,3 +352,18 @@ def test_a_model_with_nan_outputs_raises_instead_of_scoring_invariant(metric):
         metric(NaNOutput(), image())
     with pytest.raises(FloatingPointError, match="not finite"):
         lee(NaNOutput(), image(), ["rotate"])
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [eq_t, eq_t_frac, eq_r, lambda m, x, seed: sampled_invariance(m, x, "rotate", t_max=0.1,
+                                                                 seed=seed)],
+    ids=["eq_t", "eq_t_frac", "eq_r", "sampled_invariance"],
+)
+def test_seed_is_any_integer_or_a_generator(metric):
+    model, x = FlatLinear(), image()
+    ref = metric(model, x, seed=7)
+    pd.testing.assert_frame_equal(metric(model, x, seed=np.int64(7)), ref)
+    pd.testing.assert_frame_equal(metric(model, x, seed=torch.Generator().manual_seed(7)), ref)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        metric(model, x, seed=-1)
