@@ -84,15 +84,26 @@ display(Markdown(claims_markdown(rows, chapters=ROOT / "chapters")))
 # %% [markdown]
 # ## How to read a verdict
 #
-# - A row marked *not yet measured* is waiting for a table that is being produced (the
-#   retrained zoo behind the architecture rows); it turns into a verdict when the table
-#   is committed, without editing this page.
-# - The aliasing rows (Figure 1 centre, Figure 4) and the rotated-MNIST row are measured
-#   on small stand-ins (four Fashion-MNIST images per zoo model; a CPU-sized rotated-MNIST
-#   run of eight epochs) and their chapters are being redone; their verdicts are those the
-#   committed numbers support today.
-# - The out-of-distribution and size rows come from
-#   {doc}`real_models`, the only real ImageNet models this book can load offline.
+# - Each row writes its rule once (for instance: the slope's 95% interval below 0 is
+#   *reproduced*, above 0 *reversed*, across 0 *not reproduced*) and applies it to the
+#   interval it shows; where a row judges several metrics, transformations or seeds by
+#   that rule, all alike give that verdict, some reproduced and none reversed give
+#   *partly*, anything else *not reproduced*.
+# - The unit of evidence is what varies independently. The zoo's models are ten
+#   architectures in five variants that share a recipe, so every interval across zoo
+#   models resamples the architectures (and, where extra training seeds exist, the seeds
+#   within each); a row says how many architectures and seeds it rests on. Intervals over
+#   images are used only where two models, or two snapshots of one, are compared on the
+#   same images.
+# - Softmax LEE grows with a model's confidence, so rows that compare models of different
+#   confidence show the scale-free sensitivity ratio beside raw LEE and judge both.
+# - A row marked *not yet measured* is waiting for a table that is being produced (more
+#   training seeds, the equal-passes runs, the upright rotated-MNIST control); it turns
+#   into a verdict when the table is committed, without editing this page. *Not testable
+#   offline* says what this machine cannot supply.
+# - The models are stand-ins: the Fashion-MNIST zoo at 32 px, a small rotated-MNIST run,
+#   and the out-of-distribution and size rows from {doc}`real_models`, the only real
+#   ImageNet models this book can load offline.
 #
 # ## The ten actions
 #

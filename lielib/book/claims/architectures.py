@@ -36,7 +36,10 @@ __all__ = ["zoo_analysis", "zoo_models"]
 
 ZOO_LEE, ZOO_ACC = "architectures/zoo-lee.csv", "zoo/accuracy.csv"
 FAMILY_LABELS = {"cnn": "CNN", "vit": "ViT", "mixer": "Mixer"}
-UNIT_TEXT = "intervals over the 10 architectures (cluster bootstrap)"
+
+
+def _unit_text(n_kinds: int) -> str:
+    return f"intervals over the {n_kinds} architectures (cluster bootstrap)"
 
 
 def zoo_models(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -125,7 +128,7 @@ def _fig1_right(results: Path, base: Claim) -> Claim:
                           ("translate_linear_r2", lin["r2"])),
                    measured=(
                        f"n = {int(lin['n'])} converged zoo models of {lin['n_clusters']} "
-                       f"architectures (Fashion-MNIST, one seed), {UNIT_TEXT}. Linear axis: "
+                       f"architectures (Fashion-MNIST, one seed), {_unit_text(lin['n_clusters'])}. Linear axis: "
                        f"{_fit_text(lin)} ({per['linear']}); log axis: {_fit_text(lg)} "
                        f"({per['log10']}). Mixed model with a random intercept per architecture: "
                        f"slope {fmt_ci(mixed['linear']['slope'], mixed['linear']['lo'], mixed['linear']['hi'])} "
@@ -210,7 +213,7 @@ def _family(results: Path, base: Claim) -> Claim:
     return replace(base, value=lin["diff"], lo=lin["diff_lo"], hi=lin["diff_hi"], n=lin["n"],
                    verdict=verdict, files=_files(results), measured=(
                        f"R²(LEE ~ accuracy) minus R²(LEE ~ family) over n = {lin['n']} models, "
-                       f"{UNIT_TEXT}: linear axis {fmt_ci(lin['diff'], lin['diff_lo'], lin['diff_hi'])} "
+                       f"{_unit_text(lin['n_kinds'])}: linear axis {fmt_ci(lin['diff'], lin['diff_lo'], lin['diff_hi'])} "
                        f"(accuracy {lin['r2_x']:.2f}, family {lin['r2_family']:.2f}); log axis "
                        f"{fmt_ci(lg['diff'], lg['diff_lo'], lg['diff_hi'])} (accuracy "
                        f"{lg['r2_x']:.2f}, family {lg['r2_family']:.2f}). Rule: reproduced when the "
@@ -294,7 +297,7 @@ def _data_trend(results: Path, base: Claim) -> Claim:
                    measured=(
                        f"At equal steps: slope of log10 translation metric per decade of "
                        f"training images, n = {t['n']} small zoo models at 2k, 8k and 60k images, "
-                       f"{UNIT_TEXT}: " + "; ".join(texts) + f". Passes over the training set: "
+                       f"{_unit_text(t['n_clusters'])}: " + "; ".join(texts) + f". Passes over the training set: "
                        f"{passes}, so data size and passes change together (the equal-passes "
                        "row separates them). Rule: a verdict per metric from the slope's "
                        "interval (below 0: reproduced), combined."))
@@ -439,5 +442,5 @@ def _metrics(results: Path, base: Claim) -> Claim:
                    measured=(
                        f"Spearman ρ of EQ-T (dB) with translation LEE across models "
                        f"{fmt_ci(t['spearman'], t['spearman_lo'], t['spearman_hi'])}, "
-                       f"n = {int(t['n'])} models, {UNIT_TEXT}. Rule: reproduced when the "
+                       f"n = {int(t['n'])} models, {_unit_text(t['n_clusters'])}. Rule: reproduced when the "
                        "interval is below 0 (agreement), reversed when above."))
