@@ -242,12 +242,16 @@ def measure(
     device: Any = "cpu",
     chunk_size: int | None = None,
     references: int = 8,
+    companions: bool = False,
 ) -> pd.DataFrame:
     """LEE and the sensitivity ratio per action, and the sample-based metrics, per image.
 
-    ``lee_<a> = mean_c |L_a p_c(x)|`` (softmax outputs, the paper's code) and
-    ``rho_<a>``, its scale-free companion (:func:`lielib.sensitivity_ratio`, ``references``
-    phase-randomised directions, from the same pass); metrics:
+    ``lee_<a> = mean_c |L_a p_c(x)|`` (softmax outputs, the paper's code and its stencil)
+    and ``rho_<a>``, its scale-free companion (:func:`lielib.sensitivity_ratio`,
+    ``references`` phase-randomised directions, from the same pass). With ``companions``
+    also the same LEE under the central stencil (``lee_central_<a>``) and on the logits
+    under both stencils (``lee_logits_<a>``, ``lee_logits_central_<a>``): the logits
+    carry no softmax confidence factor. Metrics:
     shift consistency over shifts ``0..H/8`` px, EQ-T / EQ-T_frac (shifts up to 1/8 of
     the size) and EQ-R (full circle) in dB, and finite-difference invariance rates along
     ``translate_x`` (``|t| <= 1`` px) and ``rotate`` (``|t| <= 5`` degrees).
@@ -257,11 +261,20 @@ def measure(
 
     net = subject.model.to(device)
     x = subject.images.to(device)
+    from .. import lee
+
     tidy = sensitivity_ratio(net, x, list(actions), references=references, seed=seed,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, stencil="paper")
     wide = tidy.pivot(index="image", columns="action", values=["lee", "rho"])
-    frame = pd.concat([wide["lee"][list(actions)].add_prefix("lee_"),
-                       wide["rho"][list(actions)].add_prefix("rho_")], axis=1).reset_index(drop=True)
+    columns = [wide["lee"][list(actions)].add_prefix("lee_"),
+               wide["rho"][list(actions)].add_prefix("rho_")]
+    if companions:
+        for prefix, output, stencil in (("lee_central_", "softmax", "central"),
+                                        ("lee_logits_", "logits", "paper"),
+                                        ("lee_logits_central_", "logits", "central")):
+            part = lee(net, x, list(actions), output=output, stencil=stencil, chunk_size=chunk_size)
+            columns.append(part[list(actions)].add_prefix(prefix).reset_index(drop=True))
+    frame = pd.concat([c.reset_index(drop=True) for c in columns], axis=1)
     if metrics:
         h, w = x.shape[-2:]
         parts = [

@@ -28,6 +28,7 @@ step; ``python -m lielib.book.zoo_train`` trains them.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ __all__ = [
     "get_entry",
     "load_trained",
     "preprocess",
+    "run_tag",
+    "steps_for_passes",
     "zoo_names",
 ]
 
@@ -174,6 +177,21 @@ def _create_mixer(arch: str, kwargs: dict[str, Any]) -> nn.Module:
     layers = {k: getattr(mlp_mixer, v) if isinstance(v, str) else v
               for k, v in _MIXER_LAYERS[arch].items()}
     return build_model_with_cfg(mlp_mixer.MlpMixer, arch, False, **layers, **kwargs)
+
+
+def steps_for_passes(n_train: int, passes: float) -> int:
+    """Optimizer steps for ``passes`` epochs over ``n_train`` images at :data:`BATCH_SIZE`."""
+    if not passes > 0:
+        raise ValueError(f"passes must be positive, got {passes}")
+    return max(1, math.ceil(passes * n_train / BATCH_SIZE))
+
+
+def run_tag(seed: int = 0, passes: float | None = None) -> str:
+    """The folder name of a zoo run: ``""`` for the zoo itself (seed 0, :data:`STEPS` steps),
+    ``"seed1"`` for another training seed, ``"passes2-seed0"`` for an equal-passes run."""
+    if passes is None:
+        return "" if seed == 0 else f"seed{seed}"
+    return f"passes{passes:g}-seed{seed}"
 
 
 def zoo_names() -> list[str]:

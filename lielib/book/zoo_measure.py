@@ -29,7 +29,7 @@ from .modelsets import DEFAULT_ACTIONS, Subject, fashion_test_images, measure
 from .paths import ROOT
 from .results import metadata, read_json, read_table, write_table
 
-__all__ = ["OUT_DIR", "main", "measure_model", "measure_zoo", "merge"]
+__all__ = ["OUT_DIR", "main", "measure_model", "measure_zoo", "merge", "run_folders"]
 
 OUT_DIR = ROOT / "results" / "architectures" / "zoo-lee"
 REFERENCES = 8
@@ -49,9 +49,11 @@ def measure_model(name: str, run: dict[str, Any], x: torch.Tensor, *, seed: int 
         info = {"arch": rec["arch"], "family": rec["family"], "params": rec["params"],
                 "accuracy": snap["test_acc"], "accuracy_kind": f"fashion-mnist test ({snap['n_test']})"}
         table = measure(Subject(model, x, info), model=name, set_name="zoo", seed=seed,
-                        metrics=step == final, references=REFERENCES)
+                        metrics=step == final, references=REFERENCES, companions=True)
         fields = ("kind", "size", "n_train", "augment", "condition", "converged")
-        head = {"step": step, "final": step == final, **{k: rec[k] for k in fields}}
+        head = {"step": step, "final": step == final, **{k: rec[k] for k in fields},
+                "train_seed": rec["seed"], "steps": final,
+                "passes": rec.get("recipe_passes", final * zoo.BATCH_SIZE / rec["n_train"])}
         rows.append(table.assign(**head))
     return pd.concat(rows, ignore_index=True)
 
@@ -116,6 +118,16 @@ def merge(out: str | Path = OUT_DIR, *, command: str | None = None) -> pd.DataFr
     return table
 
 
+def run_folders(train_seed: int = 0, passes: float | None = None) -> tuple[Path, Path, Path]:
+    """The training results, checkpoint and output folders of a zoo run
+    (:func:`lielib.book.zoo.run_tag`): the zoo itself, or ``runs/<tag>`` below each."""
+    from .zoo_train import run_folders as train_folders
+
+    results, cache = train_folders(train_seed, passes)
+    tag = zoo.run_tag(train_seed, passes)
+    return results, cache, (OUT_DIR / "runs" / tag if tag else OUT_DIR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lielib.book.zoo_measure [merge] [--only NAME ...] [--images N]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -126,14 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--train-seed", type=int, default=0,
+                   help="the zoo run's training seed (`zoo_train --seed`)")
+    p.add_argument("--passes", type=float, default=None,
+                   help="the equal-passes run (`zoo_train --passes`)")
     args = p.parse_args(argv)
+    zoo_results, cache, out = run_folders(args.train_seed, args.passes)
     command = shlex.join(["python", "-m", "lielib.book.zoo_measure", *argv])
     torch.set_num_threads(1)
     try:
         if args.action == "measure":
             measure_zoo(args.only, n_images=args.images, seed=args.seed, force=args.force,
-                        command=command)
-        table = merge(command=shlex.join(["python", "-m", "lielib.book.zoo_measure", "merge"]))
+                        out=out, zoo_results=zoo_results, cache=cache, command=command)
+        run = ["--train-seed", str(args.train_seed)] if args.train_seed else []
+        run += ["--passes", f"{args.passes:g}"] if args.passes is not None else []
+        table = merge(out, command=shlex.join(["python", "-m", "lielib.book.zoo_measure", "merge", *run]))
     except (KeyError, ValueError, FileNotFoundError) as err:
         p.error(str(err))
     print(f"{table['model'].nunique()} models, {len(table)} rows")

@@ -54,7 +54,7 @@ from .results import metadata, read_json, write_json, write_table
 from .training import accuracy, fit, recalibrate_batchnorm, save_checkpoint
 
 __all__ = ["RECIPE", "RESULTS_DIR", "batches", "fashion_mnist", "init_loss", "main", "merge",
-           "snapshot_steps", "train_entry", "train_subset", "train_zoo"]
+           "run_folders", "snapshot_steps", "train_entry", "train_subset", "train_zoo"]
 
 RESULTS_DIR = ROOT / "results" / "zoo"
 RECIPE: dict[str, Any] = {
@@ -248,25 +248,46 @@ def _restore(folder: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
     return kept if same else None
 
 
+def run_folders(seed: int = 0, passes: float | None = None) -> tuple[Path, Path]:
+    """The results folder and the checkpoint folder of a zoo run (:func:`lielib.book.zoo.run_tag`).
+
+    The zoo itself (seed 0, equal steps) lives in ``results/zoo`` and ``<cache>/zoo``; any
+    other run in ``results/zoo/runs/<tag>`` and ``<cache>/zoo/runs/<tag>``.
+    """
+    tag = zoo.run_tag(seed, passes)
+    if not tag:
+        return RESULTS_DIR, zoo.cache_dir()
+    return RESULTS_DIR / "runs" / tag, zoo.cache_dir() / "runs" / tag
+
+
 def train_zoo(names: list[str] | None = None, *, seed: int = 0, steps: int = zoo.STEPS,
+              passes: float | None = None,
               cache: str | os.PathLike | None = None, results: str | os.PathLike | None = None,
               data_root: str | os.PathLike | None = None, force: bool = False,
               progress: bool = True, command: str | None = None) -> list[str]:
     """Train every model of ``names`` that is not done and not claimed by another worker.
+
+    ``passes`` replaces the equal-steps budget by an equal number of passes over each
+    model's training set (:func:`lielib.book.zoo.steps_for_passes`); ``cache`` and
+    ``results`` default to the run's folders (:func:`run_folders`).
 
     A model is done when its results file and its final checkpoint exist with the same
     recipe; when only the cache holds it (results file lost), the results file is restored
     from the cache's copy without retraining. Returns the names this call trained.
     """
     names = zoo.zoo_names() if names is None else [zoo.get_entry(n).name for n in names]
-    folder = Path(cache) if cache is not None else zoo.cache_dir()
-    results = Path(results) if results is not None else RESULTS_DIR
+    default_results, default_cache = run_folders(seed, passes)
+    folder = Path(cache) if cache is not None else default_cache
+    results = Path(results) if results is not None else default_results
     command = command or shlex.join(["python", "-m", "lielib.book.zoo_train", *sys.argv[1:]])
-    recipe = {**RECIPE, "steps": steps, "seed": seed}
     started = time.time()
     data: tuple | None = None
     trained = []
     for name in names:
+        n_steps = steps if passes is None else zoo.steps_for_passes(zoo.get_entry(name).n_train, passes)
+        recipe = {**RECIPE, "steps": n_steps, "seed": seed}
+        if passes is not None:
+            recipe["passes"] = passes
         rpath = results / "models" / f"{name}.json"
         if _done(rpath, folder, name, recipe, force):
             continue
@@ -281,7 +302,10 @@ def train_zoo(names: list[str] | None = None, *, seed: int = 0, steps: int = zoo
                 continue
             if data is None:
                 data = (fashion_mnist("train", root=data_root), fashion_mnist("test", root=data_root))
-            out = train_entry(name, *data, seed=seed, steps=steps, cache=folder, progress=progress)
+            out = train_entry(name, *data, seed=seed, steps=n_steps, cache=folder,
+                              progress=progress)
+            if passes is not None:
+                out["record"]["recipe_passes"] = passes
             meta = metadata(command=command, seed=seed, device="cpu",
                             checkpoint=str(folder / name / "final.pt"))
             write_json(folder / name / RUN_FILE, {**out, "metadata": meta})
@@ -338,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="parallel processes, one thread each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=zoo.STEPS, help="steps per model (smoke runs)")
+    p.add_argument("--passes", type=float, default=None,
+                   help="train each model for this many passes over its own training set "
+                        "instead of an equal number of steps (results/zoo/runs/passesP-seedK)")
     p.add_argument("--cache", help="checkpoint folder (default $LIELIB_CACHE/zoo or ~/.cache/lielib/zoo)")
     p.add_argument("--results", help="results folder (default results/zoo)")
     p.add_argument("--force", action="store_true", help="retrain models that are done")
@@ -345,12 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers < 1 or args.steps < 1:
         p.error("--workers and --steps must be at least 1")
+    if args.passes is not None and not args.passes > 0:
+        p.error(f"--passes must be positive, got {args.passes}")
+    if args.seed < 0:
+        p.error(f"--seed must be a non-negative integer, got {args.seed}")
     try:
         names = [zoo.get_entry(n).name for n in args.only] if args.only else None
     except KeyError as err:
         p.error(str(err.args[0]))
     if args.action == "train":
-        kwargs = {"names": names, "seed": args.seed, "steps": args.steps, "cache": args.cache,
+        kwargs = {"names": names, "seed": args.seed, "steps": args.steps, "passes": args.passes,
+                  "cache": args.cache,
                       "results": args.results, "force": args.force,
                       "progress": not args.no_progress, "command": command}
         try:
@@ -363,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                         fut.result()
         except ValueError as err:
             p.error(str(err))
-    table = merge(args.results, command=command)
+    results = args.results or run_folders(args.seed, args.passes)[0]
+    table = merge(results, command=command)
     cols = ["name", "condition", "params", "init_loss", "test_acc", "converged", "train_time_s"]
     print(table[cols].to_string(index=False))
     return 0
