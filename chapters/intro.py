@@ -170,7 +170,7 @@ glue("first_prob", float(top_p[0]), display=False)
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Every action moves the photo in its own direction of pixel space. Tangent images d/dt T_t x at t = 0 of the coffee photo (mean over the three colour channels, red positive, blue negative, colour range per panel), for the ten one-parameter groups of the paper.", "name": "fig-intro-tangents"}, "image": {"alt": "A grid of ten images, one per transformation, showing the signed tangent image of a photo of a coffee cup under that transformation in a red-blue colour map."}}
 x0 = load_photos(files=[photo], data_config=info).images
 actions = list_actions()
-tangents = {name: get_action(name).tangent(x0)[0].mean(0) for name in actions}
+tangents = {name: get_action(name).tangent(x0, stencil="paper")[0].mean(0) for name in actions}
 fig, axes = plt.subplots(2, 5, figsize=(12, 5.4))
 for ax, name in zip(axes.flat, actions):
     imshow_signed(ax, tangents[name], quantile=0.98)
@@ -271,7 +271,7 @@ glue("max_misfit", max_misfit, display=False)
 
 # %%
 start = time.perf_counter()
-per_image = lee(model, x, actions)  # stencil="paper", output="softmax", reduce="mean_abs"
+per_image = lee(model, x, actions, stencil="paper")  # output="softmax", reduce="mean_abs"
 lee_seconds = time.perf_counter() - start
 translations = ["translate_x", "translate_y"]
 central_lee = lee(model, x, translations, stencil="central")
@@ -381,11 +381,12 @@ plt.show()
 
 # %%
 start = time.perf_counter()
-rho_frame = sensitivity_ratio(model, x, actions, references=n_references, seed=reference_seed)
+rho_frame = sensitivity_ratio(model, x, actions, num_references=n_references, seed=reference_seed,
+                              stencil="paper")
 rho_seconds = time.perf_counter() - start
 rho_frame["photo"] = [lee_photos[i] for i in rho_frame["image"]]
-matched = sensitivity_ratio(model, x, actions, references=n_references, seed=reference_seed,
-                            spectrum="tangent")
+matched = sensitivity_ratio(model, x, actions, num_references=n_references, seed=reference_seed,
+                            spectrum="tangent", stencil="paper")
 rho_frame["rho_matched"] = matched["rho"].to_numpy()
 rho_summary = (
     rho_frame.groupby("action", sort=False)
@@ -485,9 +486,10 @@ probe_actions = ["translate_x", "rotate"]
 rows = []
 for factor in temperatures:
     scaled = TemperatureScaled(model, factor)
-    soft = sensitivity_ratio(scaled, x, probe_actions, references=n_references, seed=reference_seed)
-    logit = sensitivity_ratio(scaled, x, probe_actions, references=n_references,
-                              seed=reference_seed, output="logits")
+    soft = sensitivity_ratio(scaled, x, probe_actions, num_references=n_references,
+                             seed=reference_seed, stencil="paper")
+    logit = sensitivity_ratio(scaled, x, probe_actions, num_references=n_references,
+                              seed=reference_seed, output="logits", stencil="paper")
     with torch.no_grad():
         confidence = float(scaled(x).softmax(-1).amax(-1).mean())
     rows.append({"logit factor T": factor, "mean top-1 probability": confidence,
@@ -528,10 +530,11 @@ glue("temp_logit_change",
 
 # %%
 timing_actions = ["translate_x", "translate_y", "rotate", "shear_x", "shear_y", "saturate"]
-lee(model, x, timing_actions)  # warm up both paths
-sensitivity_ratio(model, x, timing_actions, references=n_references)
-pairs = [(_timed(lambda: lee(model, x, timing_actions)),
-          _timed(lambda: sensitivity_ratio(model, x, timing_actions, references=n_references)))
+lee(model, x, timing_actions, stencil="paper")  # warm up both paths
+sensitivity_ratio(model, x, timing_actions, num_references=n_references, stencil="paper")
+pairs = [(_timed(lambda: lee(model, x, timing_actions, stencil="paper")),
+          _timed(lambda: sensitivity_ratio(model, x, timing_actions, num_references=n_references,
+                                           stencil="paper")))
          for _ in range(2)]  # interleaved, so that a change of load hits both
 t_lee, t_rho = (min(p[0] for p in pairs), min(p[1] for p in pairs))
 glue("cost_ratio", t_rho / t_lee, display=False)
@@ -570,7 +573,7 @@ combinations = {
     )
     for k in range(len(actions)) if k not in basis
 }
-unshared = lee(model, x, actions, share=False)
+unshared = lee(model, x, actions, share=False, stencil="paper")
 unshared.index = per_image.index
 share_max_rel = float(((per_image - unshared).abs() / unshared.abs()).max().max())
 show_table(pd.DataFrame({"action": list(combinations),

@@ -4,7 +4,8 @@
 forward-mode AD (``torch.func.jvp``): the tangent of the input is the action's tangent
 image, and for image-like outputs the output's own tangent is subtracted.
 
-Every entry point measures a model (an ``nn.Module`` passed as ``f``) inside
+Every entry point measures a model (an ``nn.Module``; ``lie_derivative`` also takes any
+function of one tensor) inside
 :func:`lielib.prepare.measuring` (eval mode, unfused attention, both restored on exit);
 ``measuring``, ``flag_off`` and ``fold_batchnorm`` are re-exported here.
 """
@@ -59,7 +60,11 @@ _GPU_IMAGES_PER_PASS = 256
 
 
 def action_list(actions: str | Action | Sequence[str | Action] | None) -> list[Action]:
-    """Actions from ``None`` (all registered), one name or ``Action``, or a sequence of them."""
+    """Actions from ``None`` (all registered), one name or ``Action``, or a sequence of them.
+
+    >>> [a.name for a in action_list(["rotate", "saturate"])]
+    ['rotate', 'saturate']
+    """
     if actions is None:
         names: list = list_actions()
     elif isinstance(actions, (str, Action)):
@@ -133,7 +138,7 @@ def batched_jvp(
 
 
 def lie_derivative(
-    f: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     action: str | Action,
     *,
@@ -149,29 +154,37 @@ def lie_derivative(
     left unchanged by spatial actions.
 
     Args:
-        f: a function of one tensor (a model, a layer, a composition). An ``nn.Module``
-            is measured in eval mode with unfused attention and restored afterwards; wrap
-            a function of a model in ``with measuring(model):`` for the same.
+        model: a module or any function of one tensor (a layer, a composition). An
+            ``nn.Module`` is measured in eval mode with unfused attention and restored
+            afterwards; wrap a function of a model in ``with measuring(model):`` for the
+            same.
         x: its input, laid out as ``in_layout``.
         action: an action name (see :func:`lielib.list_actions`) or an ``Action``.
         stencil: ``"paper"`` or ``"central"`` (see :mod:`lielib.sampling`).
 
     Returns:
-        A tensor shaped like ``f(x)``.
+        A tensor shaped like ``model(x)``.
+
+    >>> pointwise = nn.Conv2d(1, 2, 1)  # commutes with every resampling
+    >>> x = torch.randn(1, 1, 8, 8)
+    >>> bool(lie_derivative(pointwise, x, "rotate", out_layout="NCHW").abs().max() < 1e-5)
+    True
+    >>> lie_derivative(lambda z: z.mean((-2, -1)), x, "rotate").shape  # invariant output
+    torch.Size([1, 1])
     """
     action = get_action(action)
     in_layout = Layout.parse(in_layout)
     x = check_input(x, "lie_derivative")
-    with measuring_if_module(f), torch.no_grad():
+    with measuring_if_module(model), torch.no_grad():
         v = layout_tangent(action, x, in_layout, stencil)
-        y, dy = jvp(lambda z: tensor_output(f(z), "lie_derivative"), (x,), (v,))
+        y, dy = jvp(lambda z: tensor_output(model(z), "lie_derivative"), (x,), (v,))
         if out_layout is not None:
             dy = dy - layout_tangent(action, y, Layout.parse(out_layout), stencil)
     return dy
 
 
 def lie_derivative_double_backward(
-    f: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     action: str | Action,
     *,
@@ -184,12 +197,19 @@ def lie_derivative_double_backward(
     one backward and one double-backward pass; kept as a reference and as the baseline
     of ``python -m lielib.book.bench``. Input ``(B, C, H, W)``, invariant output; an
     ``nn.Module`` is measured as in :func:`lie_derivative`.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).double()
+    >>> x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    >>> torch.allclose(lie_derivative_double_backward(net, x, "rotate"),
+    ...                lie_derivative(net, x, "rotate"))
+    True
     """
     action = get_action(action)
     x = check_input(x, "lie_derivative_double_backward")
-    with measuring_if_module(f), torch.enable_grad():
+    with measuring_if_module(model), torch.enable_grad():
         t = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
-        y = tensor_output(f(action.act(x, t, stencil=stencil)), "lie_derivative_double_backward")
+        y = tensor_output(model(action.act(x, t, stencil=stencil)),
+                          "lie_derivative_double_backward")
         u = torch.zeros_like(y, requires_grad=True)
         (g,) = torch.autograd.grad(y, t, u, create_graph=True)
         (dy,) = torch.autograd.grad(g, u, torch.ones_like(g))
@@ -197,7 +217,11 @@ def lie_derivative_double_backward(
 
 
 def reduce_classes(d: torch.Tensor, reduce: str) -> torch.Tensor:
-    """Collapse the last (class) axis: ``mean_abs``, ``mean_sq`` or ``l2``."""
+    """Collapse the last (class) axis: ``mean_abs``, ``mean_sq`` or ``l2``.
+
+    >>> reduce_classes(torch.tensor([[3.0, -4.0]]), "l2")
+    tensor([5.])
+    """
     if reduce == "mean_abs":
         return d.abs().mean(-1)
     if reduce == "mean_sq":
@@ -277,6 +301,11 @@ def lee(
 
     Returns:
         One row per image (index ``image``), one column per action.
+
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(144, 5))
+    >>> frame = lee(net, torch.randn(2, 3, 8, 8), ["translate_x", "rotate"])
+    >>> frame.index.name, list(frame.columns)
+    ('image', ['translate_x', 'rotate'])
     """
     acts = action_list(actions)
     in_layout = Layout.parse(in_layout)

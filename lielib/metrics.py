@@ -104,7 +104,11 @@ def _frame(columns: dict[str, torch.Tensor]) -> pd.DataFrame:
 
 
 def psnr_db(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """``10 log10(peak^2 / mse)`` in dB, ``+inf`` where ``mse == 0`` (exact invariance)."""
+    """``10 log10(peak^2 / mse)`` in dB, ``+inf`` where ``mse == 0`` (exact invariance).
+
+    >>> psnr_db(torch.tensor([0.01, 0.0])).tolist()
+    [20.0, inf]
+    """
     safe = torch.where(mse > 0, mse, torch.ones_like(mse))
     value = 10.0 * torch.log10(peak**2 / safe)
     return torch.where(mse > 0, value, torch.full_like(mse, math.inf))
@@ -117,6 +121,9 @@ def integer_translate(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """Shift ``(B, C, H, W)`` by whole pixels with zero fill (StyleGAN3's integer translation).
 
     ``y[..., i, j] = x[..., i - dy, j - dx]`` where that index exists, else ``0``.
+
+    >>> integer_translate(torch.arange(1.0, 5.0).reshape(1, 4), 1, 0)
+    tensor([[0., 1., 2., 3.]])
     """
     if any(isinstance(d, bool) or not isinstance(d, int) for d in (dx, dy)):
         raise TypeError(f"integer_translate shifts by whole pixels: dx and dy must be integers, "
@@ -159,6 +166,10 @@ def shift_consistency(
 
     Returns:
         Columns ``image``, ``consistency`` (all axes) and ``consistency_<axis>`` per axis.
+
+    >>> net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    >>> shift_consistency(net, torch.randn(2, 3, 16, 16)).consistency.tolist()
+    [1.0, 1.0]
     """
     _check_input(model, x)
     axes = tuple(axes)
@@ -186,10 +197,12 @@ def _psnr_metric(
     x: torch.Tensor,
     transforms: list[Callable[[torch.Tensor], torch.Tensor]],
     name: str,
+    output: str,
 ) -> pd.DataFrame:
+    to_output = output_fn(output)
     with measuring(model), torch.no_grad():
-        p = _logits(model, x).softmax(-1)
-        sq = torch.stack([(_logits(model, t(x)).softmax(-1) - p).square() for t in transforms])
+        p = to_output(_logits(model, x))
+        sq = torch.stack([(to_output(_logits(model, t(x))) - p).square() for t in transforms])
     mse = sq.double().mean(dim=(0, 2))
     return _frame({name: psnr_db(mse), f"{name}_mse": mse})
 
@@ -205,36 +218,50 @@ def _uniform(n: int, k: int, bound: float, seed: int | torch.Generator) -> torch
 
 
 def eq_t(
-    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, n: int = 10, seed: int = 0
+    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, num_samples: int = 10,
+    seed: int | torch.Generator = 0, output: str = "softmax",
 ) -> pd.DataFrame:
     """EQ-T: integer translations with zero fill (StyleGAN3), PSNR of ``p(T x)`` vs ``p(x)``.
 
     Convention:
         ``(dx, dy) = round(u * (W, H))``, ``u ~ U[-max_frac, max_frac]^2`` (StyleGAN3's
-        1/8 of the size), the same ``n`` shifts for every image; zero fill
+        1/8 of the size), the same ``num_samples`` shifts for every image; zero fill
         (:func:`integer_translate`), i.e. the value 0 of the (normalised) input.
 
         Adapted to classifiers: PSNR in dB between softmax outputs with peak 1
-        (probabilities), ``10 log10(1 / MSE)`` with ``MSE`` the mean over the ``n``
-        draws and the classes of ``(p(T x) - p(x))^2``, per image (StyleGAN3 likewise
+        (probabilities), ``10 log10(1 / MSE)`` with ``MSE`` the mean over the draws and
+        the classes of ``(p(T x) - p(x))^2``, per image (StyleGAN3 likewise
         pools the squared error before the log). ``MSE == 0`` gives ``+inf``: aggregate
         over images with the median, or through the ``*_mse`` column. StyleGAN3
         compares generated images (peak 2) inside a border mask; a classifier's output
         has no border, so nothing is masked.
 
+        ``output`` picks ``p`` as in :func:`lielib.lee` (``softmax``, ``log_softmax``,
+        ``logits``); the peak stays 1 in the output's units.
+
     Returns:
         Columns ``image``, ``eq_t`` (dB) and ``eq_t_mse``; likewise for EQ-T_frac, EQ-R.
+
+    >>> net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    >>> x = torch.randn(2, 3, 16, 16)
+    >>> eq_t(net, x, max_frac=0).eq_t.tolist()  # no shift: exactly invariant
+    [inf, inf]
+    >>> bool((eq_t(net, x).eq_t > 30).all())  # pooling is nearly so (zero fill changes the mean)
+    True
     """
     _check_input(model, x, seed)
     _check_bound(max_frac, "max_frac")
-    _check_count(n)
+    _check_count(num_samples, "num_samples")
     h, w = x.shape[-2:]
-    shifts = torch.round(_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).long().tolist()
-    return _psnr_metric(model, x, [lambda z, s=s: integer_translate(z, *s) for s in shifts], "eq_t")
+    u = _uniform(num_samples, 2, max_frac, seed)
+    shifts = torch.round(u * torch.tensor([w, h])).long().tolist()
+    fns = [lambda z, s=s: integer_translate(z, *s) for s in shifts]
+    return _psnr_metric(model, x, fns, "eq_t", output)
 
 
 def eq_t_frac(
-    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, n: int = 10, seed: int = 0
+    model: nn.Module, x: torch.Tensor, *, max_frac: float = 1 / 8, num_samples: int = 10,
+    seed: int | torch.Generator = 0, output: str = "softmax",
 ) -> pd.DataFrame:
     """EQ-T_frac: fractional translations by ideal (sinc) resampling; PSNR as :func:`eq_t`.
 
@@ -243,14 +270,18 @@ def eq_t_frac(
         applied by :func:`lielib.fourier.fourier_shift` (periodic band-limited
         interpolation: circular, no fill). StyleGAN3 uses a Lanczos-3 kernel with zero
         fill instead.
+
+    >>> net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    >>> bool((eq_t_frac(net, torch.randn(2, 3, 16, 16)).eq_t_frac > 100).all())
+    True
     """
     _check_input(model, x, seed)
     _check_bound(max_frac, "max_frac")
-    _check_count(n)
+    _check_count(num_samples, "num_samples")
     h, w = x.shape[-2:]
-    shifts = (_uniform(n, 2, max_frac, seed) * torch.tensor([w, h])).tolist()
+    shifts = (_uniform(num_samples, 2, max_frac, seed) * torch.tensor([w, h])).tolist()
     fns = [lambda z, s=s: fourier_shift(z, *s) for s in shifts]
-    return _psnr_metric(model, x, fns, "eq_t_frac")
+    return _psnr_metric(model, x, fns, "eq_t_frac", output)
 
 
 def eq_r(
@@ -258,23 +289,28 @@ def eq_r(
     x: torch.Tensor,
     *,
     max_angle: float = math.pi,
-    n: int = 10,
+    num_samples: int = 10,
     up: int = 4,
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
+    output: str = "softmax",
 ) -> pd.DataFrame:
     """EQ-R: band-limited rotations (:func:`lielib.fourier.fourier_rotate`); PSNR as ``eq_t``.
 
     Convention:
         Angles in radians, uniform in ``[-max_angle, max_angle]`` (StyleGAN3 and the
-        paper's code: the full circle), the same ``n`` angles for every image;
-        ``up``-fold band-limited upsampling; the corners are filled with 0.
+        paper's code: the full circle), the same ``num_samples`` angles for every
+        image; ``up``-fold band-limited upsampling; the corners are filled with 0.
+
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    >>> list(eq_r(net, torch.randn(2, 3, 8, 8), num_samples=2).columns)
+    ['image', 'eq_r', 'eq_r_mse']
     """
     _check_input(model, x, seed)
     _check_bound(max_angle, "max_angle")
-    _check_count(n)
-    angles = _uniform(n, 1, max_angle, seed)[:, 0].tolist()
+    _check_count(num_samples, "num_samples")
+    angles = _uniform(num_samples, 1, max_angle, seed)[:, 0].tolist()
     fns = [lambda z, a=a: fourier_rotate(z, a, up=up) for a in angles]
-    return _psnr_metric(model, x, fns, "eq_r")
+    return _psnr_metric(model, x, fns, "eq_r", output)
 
 
 def sampled_invariance(
@@ -283,9 +319,10 @@ def sampled_invariance(
     action: str | Action,
     *,
     t_max: float,
-    n: int = 10,
-    seed: int = 0,
+    num_samples: int = 10,
+    seed: int | torch.Generator = 0,
     output: str = "softmax",
+    stencil: str = "paper",
 ) -> pd.DataFrame:
     """Sampled finite-transform invariance along a lielib action, per image.
 
@@ -296,17 +333,23 @@ def sampled_invariance(
 
     Convention:
         ``T_t x = action.act(x, t)`` (units of ``t`` are the action's: normalised image
-        units, radians for ``rotate``), ``t`` uniform in ``[-t_max, t_max]`` without 0, the
-        same ``n`` values for every image. ``p`` is the model's ``output``
-        (``softmax``, ``log_softmax`` or ``logits``).
+        units, radians for ``rotate``; ``stencil`` as in :mod:`lielib.sampling`), ``t``
+        uniform in ``[-t_max, t_max]`` without 0, the same ``num_samples`` values for
+        every image. ``p`` is the model's ``output`` (``softmax``, ``log_softmax`` or
+        ``logits``).
 
     Returns:
         Columns ``image``, ``action``, ``finite_difference_lee`` (the rate),
         ``mean_abs_change`` (``mean_t mean_c |p(T_t x) - p(x)|``) and
         ``prediction_unchanged`` (fraction of draws with the same argmax).
+
+    >>> net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    >>> sampled_invariance(net, torch.randn(1, 3, 8, 8), "saturate", t_max=0.1).action[0]
+    'saturate'
     """
     _check_input(model, x, seed)
-    _check_count(n)
+    _check_count(num_samples, "num_samples")
+    n = num_samples
     act = get_action(action)
     to_output = output_fn(output)
     if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
@@ -320,7 +363,7 @@ def sampled_invariance(
         p, ref = to_output(z), z.argmax(-1)
         change, rate, same = [], [], []
         for t in ts:
-            zt = _logits(model, act.act(x, t))
+            zt = _logits(model, act.act(x, t, stencil=stencil))
             d = (to_output(zt) - p).abs().double().mean(-1)
             change.append(d)
             rate.append(d / abs(t))

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -173,7 +174,7 @@ def sensitivity_ratio(
     x: torch.Tensor,
     actions: str | Action | Sequence[str | Action] | None = None,
     *,
-    references: int = 8,
+    num_references: int = 8,
     spectrum: str = "gradient",
     seed: int | torch.Generator = 0,
     output: str = "softmax",
@@ -184,6 +185,7 @@ def sensitivity_ratio(
     images_per_pass: int | None = None,
     fold_bn: bool = True,
     share: bool = True,
+    references: int | None = None,
 ) -> pd.DataFrame:
     """The sensitivity ratio ``rho_G(x)`` per image and action, with raw LEE from the same pass.
 
@@ -198,8 +200,9 @@ def sensitivity_ratio(
             unfused attention and restored afterwards.
         x: a batch of inputs in ``in_layout`` (``(B, C, H, W)`` by default).
         actions: one name or ``Action``, a sequence of them, or ``None`` for all.
-        references: ``R >= 2`` reference directions per image (``"gradient"``) or per
-            basis action (``"tangent"``).
+        num_references: ``R >= 2`` reference directions per image (``"gradient"``) or
+            per basis action (``"tangent"``); ``references`` is its former name
+            (deprecated).
         spectrum: ``"gradient"`` or ``"tangent"``.
         seed: an int or a ``torch.Generator`` (one draw from it replaces the int); image
             ``b`` draws its references from ``(seed, b)`` (:func:`reference_generator`).
@@ -209,6 +212,11 @@ def sensitivity_ratio(
         to :func:`lielib.lee` with the same arguments), ``rho``, ``rho_se``, ``gain``
         (``|J tau| / |tau|``) and ``reference_gain`` (``sqrt(mean_r s_r)``). ``rho`` is
         NaN where the tangent or every reference is zero (a constant image).
+    
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(144, 5))
+    >>> frame = sensitivity_ratio(net, torch.randn(2, 3, 8, 8), ["rotate", "saturate"])
+    >>> list(frame.columns[:4]), len(frame)
+    (['image', 'action', 'lee', 'rho'], 4)
     """
     acts = action_list(actions)
     layout = Layout.parse(in_layout)
@@ -217,10 +225,16 @@ def sensitivity_ratio(
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; use one of {REDUCTIONS}")
     check_images_per_pass(images_per_pass)
+    if references is not None:
+        warnings.warn("sensitivity_ratio: references is now called num_references",
+                      DeprecationWarning, stacklevel=2)
+        num_references = references
+    references = num_references
     if isinstance(references, bool) or not isinstance(references, numbers.Integral):
-        raise TypeError(f"references must be an int >= 2, got {references!r}")
+        raise TypeError(f"num_references must be an int >= 2, got {references!r}")
     if references < 2:
-        raise ValueError(f"references must be >= 2 (their spread is the uncertainty), got {references}")
+        raise ValueError("num_references must be >= 2 (their spread is the uncertainty), got "
+                         f"{references}")
     if spectrum not in SPECTRA:
         raise ValueError(f"unknown spectrum {spectrum!r}; use one of {SPECTRA}")
     base_seed = _base_seed(seed)

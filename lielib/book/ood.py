@@ -119,7 +119,7 @@ def measure_model(name: str, *, n: int = 30, sets: Sequence[str] = (IN_DISTRIBUT
         x, ids = load_set(set_name, n, info, seed=seed, root=root)
         with torch.no_grad():
             confidence = model(x).softmax(-1).max(-1).values.double().numpy()
-        values = sensitivity_ratio(model, x, list(actions), seed=seed)
+        values = sensitivity_ratio(model, x, list(actions), seed=seed, stencil="paper")
         values["image"] = [ids[i] for i in values["image"]]
         values["confidence"] = confidence[[ids.index(i) for i in values["image"]]]
         for metric, column, se in (("lee", "lee", None), ("sensitivity_ratio", "rho", "rho_se")):

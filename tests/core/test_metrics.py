@@ -117,7 +117,7 @@ def test_eq_t_exact_invariance_gives_inf():
     gen = torch.Generator().manual_seed(0)
     x = torch.zeros(2, 3, 32, 32, dtype=F64)
     x[..., 8:24, 8:24] = torch.randint(-3, 4, (2, 3, 16, 16), generator=gen).double()
-    frame = eq_t(PoolLinear(), x, n=6)
+    frame = eq_t(PoolLinear(), x, num_samples=6)
     assert list(frame.columns) == ["image", "eq_t", "eq_t_mse"]
     assert (frame["eq_t_mse"] == 0).all() and (frame["eq_t"] == math.inf).all()
 
@@ -125,8 +125,8 @@ def test_eq_t_exact_invariance_gives_inf():
 @pytest.mark.parametrize("metric", [eq_t, eq_t_frac, eq_r], ids=lambda f: f.__name__)
 def test_invariant_model_scores_higher_than_sensitive_one(metric):
     x = image(b=2)
-    invariant = metric(PoolLinear(), x, n=4)
-    sensitive = metric(FlatLinear(), x, n=4)
+    invariant = metric(PoolLinear(), x, num_samples=4)
+    sensitive = metric(FlatLinear(), x, num_samples=4)
     name = metric.__name__
     assert torch.isfinite(torch.tensor(sensitive[name].values)).all()
     assert (invariant[name] > sensitive[name] + 10).all()
@@ -137,7 +137,7 @@ def test_invariant_model_scores_higher_than_sensitive_one(metric):
 def test_sampled_invariance_tends_to_analytic_derivative():
     # saturate: d/dt softmax(W e^t x + b) at 0 = (diag(p) - p p^T) W x for a linear model
     x, model = image(b=2), FlatLinear()
-    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, n=4)
+    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, num_samples=4)
     assert list(frame.columns) == [
         "image",
         "action",
@@ -162,7 +162,7 @@ def test_sampled_invariance_tends_to_analytic_derivative():
 @pytest.mark.slow
 def test_sampled_invariance_matches_lee_mean_abs():
     x, model = image(b=2), FlatLinear()
-    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, n=4)
+    frame = sampled_invariance(model, x, "saturate", t_max=1e-6, num_samples=4)
     reference = lee(model, x, ["saturate"], reduce="mean_abs")["saturate"].to_numpy()
     torch.testing.assert_close(
         torch.tensor(frame["finite_difference_lee"].to_numpy()),
@@ -174,10 +174,10 @@ def test_sampled_invariance_matches_lee_mean_abs():
 
 def test_sampled_invariance_of_invariant_model():
     x = image(b=2)
-    frame = sampled_invariance(ScaleInvariant(), x, "saturate", t_max=0.5, n=5)
+    frame = sampled_invariance(ScaleInvariant(), x, "saturate", t_max=0.5, num_samples=5)
     assert (frame["finite_difference_lee"] < 1e-12).all()
     assert (frame["prediction_unchanged"] == 1.0).all()
-    sensitive = sampled_invariance(FlatLinear(), x, "translate_x", t_max=0.5, n=5)
+    sensitive = sampled_invariance(FlatLinear(), x, "translate_x", t_max=0.5, num_samples=5)
     assert (sensitive["finite_difference_lee"] > 1e-3).all()
     assert (sensitive["mean_abs_change"] > 0).all()
 
@@ -185,10 +185,10 @@ def test_sampled_invariance_of_invariant_model():
 # --- determinism, batching, model state ---------------------------------------------------
 
 CALLS = {
-    "eq_t": lambda m, x, s: eq_t(m, x, n=3, seed=s),
-    "eq_t_frac": lambda m, x, s: eq_t_frac(m, x, n=3, seed=s),
-    "eq_r": lambda m, x, s: eq_r(m, x, n=3, seed=s),
-    "sampled": lambda m, x, s: sampled_invariance(m, x, "rotate", t_max=0.3, n=3, seed=s),
+    "eq_t": lambda m, x, s: eq_t(m, x, num_samples=3, seed=s),
+    "eq_t_frac": lambda m, x, s: eq_t_frac(m, x, num_samples=3, seed=s),
+    "eq_r": lambda m, x, s: eq_r(m, x, num_samples=3, seed=s),
+    "sampled": lambda m, x, s: sampled_invariance(m, x, "rotate", t_max=0.3, num_samples=3, seed=s),
 }
 
 
@@ -223,7 +223,7 @@ def test_runs_in_eval_mode_without_grad_and_restores_model():
     model = Records().train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     shift_consistency(model, image(b=2), max_shift=2)
-    eq_r(model, image(b=2), n=2)
+    eq_r(model, image(b=2), num_samples=2)
     assert model.training and not any(model.seen_training) and not any(model.seen_grad)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, state[k])
@@ -280,8 +280,8 @@ def test_bad_arguments_raise():
         shift_consistency(model, x, axes=("z",))
     with pytest.raises(ValueError, match="no shifts"):
         shift_consistency(model, x, max_shift=0, include_zero=False)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
-        eq_t(model, x, n=0)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        eq_t(model, x, num_samples=0)
     with pytest.raises(ValueError, match="max_frac"):
         eq_t_frac(model, x, max_frac=math.nan)
     with pytest.raises(ValueError, match="max_angle"):
@@ -300,8 +300,8 @@ def test_bad_arguments_raise():
 def test_sampled_invariance_in_half_precision_matches_float32(dtype):
     """The resampling ran matrix_exp in half precision: NaN for bf16 on a CPU."""
     x = image(dtype=torch.float32).to(dtype)
-    half = sampled_invariance(FlatLinear(dtype=dtype), x, "rotate", t_max=0.2, n=4)
-    full = sampled_invariance(FlatLinear(dtype=torch.float32), x.float(), "rotate", t_max=0.2, n=4)
+    half = sampled_invariance(FlatLinear(dtype=dtype), x, "rotate", t_max=0.2, num_samples=4)
+    full = sampled_invariance(FlatLinear(dtype=torch.float32), x.float(), "rotate", t_max=0.2, num_samples=4)
     assert np.isfinite(half.finite_difference_lee).all()
     # the model itself runs in half precision (a 768-term dot product, weights x 20)
     np.testing.assert_allclose(half.finite_difference_lee, full.finite_difference_lee, rtol=0.5)
@@ -367,3 +367,15 @@ def test_seed_is_any_integer_or_a_generator(metric):
     pd.testing.assert_frame_equal(metric(model, x, seed=torch.Generator().manual_seed(7)), ref)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         metric(model, x, seed=-1)
+
+
+@pytest.mark.parametrize("metric", [eq_t, eq_t_frac, eq_r])
+def test_psnr_metrics_take_the_output_lee_takes(metric):
+    model, x = FlatLinear(), image()
+    name = metric.__name__
+    soft = metric(model, x, num_samples=3)
+    assert soft.equals(metric(model, x, num_samples=3, output="softmax"))
+    logits = metric(model, x, num_samples=3, output="logits")
+    assert (logits[f"{name}_mse"] > soft[f"{name}_mse"]).all()  # logits x 20 move more
+    with pytest.raises(ValueError, match="unknown output"):
+        metric(model, x, output="probs")

@@ -161,8 +161,8 @@ def test_reported_uncertainty_matches_the_spread_over_seeds():
 
 def test_more_references_shrink_the_uncertainty():
     net, x = smooth_net(), smooth_image(b=2)
-    few = sensitivity_ratio(net, x, ["rotate"], references=4)["rho_se"].mean()
-    many = sensitivity_ratio(net, x, ["rotate"], references=32)["rho_se"].mean()
+    few = sensitivity_ratio(net, x, ["rotate"], num_references=4)["rho_se"].mean()
+    many = sensitivity_ratio(net, x, ["rotate"], num_references=32)["rho_se"].mean()
     assert many < 0.7 * few
 
 
@@ -257,10 +257,10 @@ def test_bad_inputs():
     net, x = smooth_net(), smooth_image(b=2)
     with pytest.raises(ValueError, match="unknown action 'spin'"):
         sensitivity_ratio(net, x, "spin")
-    with pytest.raises(ValueError, match="references must be >= 2"):
-        sensitivity_ratio(net, x, "rotate", references=1)
-    with pytest.raises(TypeError, match="references must be an int"):
-        sensitivity_ratio(net, x, "rotate", references=4.0)
+    with pytest.raises(ValueError, match="num_references must be >= 2"):
+        sensitivity_ratio(net, x, "rotate", num_references=1)
+    with pytest.raises(TypeError, match="num_references must be an int"):
+        sensitivity_ratio(net, x, "rotate", num_references=4.0)
     with pytest.raises(ValueError, match="unknown spectrum"):
         sensitivity_ratio(net, x, "rotate", spectrum="white")
     with pytest.raises(TypeError, match="seed must be"):
@@ -275,3 +275,10 @@ def test_bad_inputs():
         sensitivity_ratio(net, x, "rotate", output="probs")
     with pytest.raises(TypeError, match="images_per_pass"):
         sensitivity_ratio(net, x, "rotate", images_per_pass=2.5)
+
+
+def test_references_is_the_deprecated_name_of_num_references():
+    net, x = smooth_net(), smooth_image(b=2)
+    with pytest.warns(DeprecationWarning, match="num_references"):
+        old = sensitivity_ratio(net, x, "rotate", references=4)
+    assert old.equals(sensitivity_ratio(net, x, "rotate", num_references=4))

@@ -123,8 +123,9 @@ def _load_all(imagenet, zoo_models, n_photos, n_zoo, seed, skipped):
 
 
 def _methods(model, x, info, num_probes, seed) -> pd.DataFrame:
-    ex = layerwise_lee(model, x, "translate_x")
-    pr = layerwise_lee(model, x, "translate_x", method="probes", num_probes=num_probes, seed=seed)
+    ex = layerwise_lee(model, x, "translate_x", stencil="paper")
+    pr = layerwise_lee(model, x, "translate_x", method="probes", num_probes=num_probes, seed=seed,
+                       stencil="paper")
     sh = layerwise_shift_error(model, x)
     keys = ["module", "module_type", "layer_kind", "order", "call", "downsampling"]
     out = ex.groupby(keys, as_index=False).value.mean().rename(columns={"value": "exact"})

@@ -100,7 +100,8 @@ def measure_variant(model: torch.nn.Module, x: torch.Tensor, actions, variant: s
     """
     from lielib import sensitivity_ratio
 
-    f = sensitivity_ratio(model, x, list(actions), references=references, seed=seed)
+    f = sensitivity_ratio(model, x, list(actions), num_references=references, seed=seed,
+                          stencil="paper")
     return f.assign(variant=variant)
 
 

@@ -35,7 +35,7 @@ ACTIONS = ("rotate", "translate_x", "translate_y")
 
 def measure_lee(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
     """``LEE_G(x) = mean_c |L_G softmax(f(x))_c|`` per image for :data:`ACTIONS` (one column each)."""
-    return lee(model, x, list(ACTIONS))
+    return lee(model, x, list(ACTIONS), stencil="paper")
 
 
 def measure_rho(model: nn.Module, x: torch.Tensor, *, references: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -44,7 +44,8 @@ def measure_rho(model: nn.Module, x: torch.Tensor, *, references: int = 8, seed:
     The references are drawn from ``seed`` alone, so every checkpoint is measured against
     the same directions on the same digits (paired comparisons across epochs and variants).
     """
-    tidy = sensitivity_ratio(model, x, list(ACTIONS), references=references, seed=seed)
+    tidy = sensitivity_ratio(model, x, list(ACTIONS), num_references=references, seed=seed,
+                             stencil="paper")
     wide = tidy.pivot(index="image", columns="action", values="rho")[list(ACTIONS)]
     wide.columns.name = None
     return wide
