@@ -73,7 +73,6 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book.aliasing.analysis import HOW, cancellation, group_shares, read_budgets, read_twin
-from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
 from lielib.book.plotting import (
     KIND_ORDER,
@@ -84,6 +83,7 @@ from lielib.book.plotting import (
     use_theme,
 )
 from lielib.book.report import (
+    chapter_rows,
     claim_label,
     fmt_ci,
     glue_figure,
@@ -105,7 +105,7 @@ if recompute:
 
     run(RESULTS)
 
-ROWS = [get_claim(k, RESULTS.parent) for k in ("fig1-centre", "fig4a", "fig4b", "fig4c", "fig4d")]
+ROWS = chapter_rows("aliasing", RESULTS.parent)
 glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
 for row in ROWS:
     key = row.key.replace("-", "_")
@@ -217,7 +217,6 @@ glue_all("over_paper_min", "over_paper_max", "over_central_min", "over_central_m
 # module cancels; the central stencil removes that part, which is why the two stencils can
 # rank modules differently. The signed budget below answers the second question.
 #
-# (claim-fig1-centre)=
 # ## Figure 1 centre: cumulative error through the depth
 #
 # The paper draws, for a CNN and a ViT, the cumulative equivariance error layer by layer,
@@ -273,7 +272,7 @@ glue_all("fig1_models")
 # {glue:text}`headline_fig1_centre` (95% interval over images).
 # ```
 #
-# (claim-fig4a)=
+# (sec-a-cnns-activations-and-downsampling-or-non-linear-modules)=
 # ## (a) CNNs: activations, and downsampling or non-linear modules
 #
 # The paper's notable claim for CNNs is a large share for the *activations*. The share of
@@ -372,7 +371,7 @@ glue_all("cnn_count", "act_cnn", "act_cnn_signed",
 # zoo's ResNet-18 (the parameter `cnn_model`) the activations' squared share is
 # {glue:text}`act_cnn` and their signed share {glue:text}`act_cnn_signed` (paper's stencil).
 #
-# (claim-fig4b)=
+# (sec-b-vision-transformers-and-mixers-the-patch-embedding-and-the-norms)=
 # ## (b) Vision transformers and Mixers: the patch embedding and the norms
 #
 # For ViTs the paper reports the patch embedding as a large contributor, with the rest of
@@ -417,7 +416,7 @@ glue_all("tok_count", "tok_embed_min", "tok_embed_max", "tok_embed_signed_min",
 # for the embedding stay well below 100% and the remainder sits in the norms, attention and
 # MLPs rather than in the residual.
 #
-# (claim-fig4c)=
+# (sec-c-a-resnet-layer-by-layer-for-five-transformations)=
 # ## (c) A ResNet, layer by layer, for five transformations
 #
 # The paper's Figure 4c shows ResNet-50's per-layer shares for translation, rotation,
@@ -479,7 +478,7 @@ glue_all("fig4c_shown", "fig4c_total")
 # {glue:text}`headline_fig4c`.
 # ```
 #
-# (claim-fig4d)=
+# (sec-d-exact-against-the-probe-estimator-and-against-integer-shifts)=
 # ## (d) Exact against the probe estimator and against integer shifts
 #
 # The probe estimator averages $(z^\top c_m)^2$ over Gaussian $z$: each term is
@@ -540,6 +539,7 @@ glue_all("fig4d_models", "fig4d_probes")
 # ({doc}`claims`): **{glue:text}`verdict_fig4d`**; {glue:text}`headline_fig4d`.
 # ```
 #
+# (sec-beyond-the-paper-a-resnet-18-with-every-strided-path-blurred)=
 # ## Beyond the paper: a ResNet-18 with every strided path blurred
 #
 # timm's `resnetblur18` blurs the max-pool and the blocks' first convolutions but keeps the
@@ -613,6 +613,7 @@ if tw_ratio is not None:
                summary=f"Ratios per pair and pooled ({len(t)} rows)")
     plain_acc = tw_models[tw_models.variant == "plain"].test_acc
     put("twin_pairs", int(tw_models.twin_seed.nunique()))
+    put("twin_n_test", f"{int(tw_models.n_test.max()):,}")
     put("twin_images", int(tw_ratio.n.max()))
     put("twin_acc_plain", f"{100 * plain_acc.min():.1f} to {100 * plain_acc.max():.1f}%")
     budgets = sorted(t.twin_steps.unique())
@@ -633,13 +634,13 @@ if tw_ratio is not None:
                 if len(r):
                     put(f"twin_{m}_{a}_{name}", ci(r[f"{m}_ratio"].iloc[0], r[f"{m}_lo"].iloc[0],
                                                    r[f"{m}_hi"].iloc[0], pct=False))
-glue_all("twin_pairs", "twin_images", "twin_acc_plain", *TWIN_KEYS,
+glue_all("twin_pairs", "twin_n_test", "twin_images", "twin_acc_plain", *TWIN_KEYS,
          *(f"twin_{q}_{b}" for q in ("steps", "acc", "verdict") for b in ("zoo", "long")),
          "twin_ref_plain", "twin_ref_blur")
 
 # %% [markdown]
 # {glue:text}`twin_pairs` pairs were measured on {glue:text}`twin_images` test images.
-# Test accuracy (all 10,000 test images): plain {glue:text}`twin_acc_plain`; twins trained
+# Test accuracy (all {glue:text}`twin_n_test` test images): plain {glue:text}`twin_acc_plain`; twins trained
 # for the zoo's {glue:text}`twin_steps_zoo` steps {glue:text}`twin_acc_zoo`, and for
 # {glue:text}`twin_steps_long` steps {glue:text}`twin_acc_long`. The longer budget is there
 # because a twin less accurate than its plain model is also, by the zoo's trend, expected to

@@ -47,10 +47,10 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book import architectures as A
-from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
 from lielib.book.plotting import action_label, family_color, family_label, use_theme
 from lielib.book.report import (
+    chapter_rows,
     claim_label,
     fmt_ci,
     glue_figure,
@@ -65,8 +65,7 @@ from lielib.book.results import read_or_compute
 ROOT = repo_root()
 RESULTS = (ROOT / results_dir).resolve()
 use_theme()
-ROWS = [get_claim(k, RESULTS) for k in ("fig1-right", "family", "transformers", "metrics",
-                                         "data-trend")]
+ROWS = chapter_rows("architectures", RESULTS)
 glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
 for row in ROWS:
     key = row.key.replace("-", "_")
@@ -104,15 +103,32 @@ glue("acc_max", float(100 * records["test_acc"].max()), display=False)
 glue("n_below_60", int((records["test_acc"] < 0.6).sum()), display=False)
 glue("steps", int(records["steps"].iloc[0]), display=False)
 
+
+def recipe(column: str, fmt=str) -> str:
+    """One value of the zoo's recipe as its training records hold it."""
+    return fmt(records[column].iloc[0]) if column in records else "(not recorded)"
+
+
+glue("batch_size", recipe("recipe_batch_size", int), display=False)
+glue("head_init", recipe("recipe_head_init"), display=False)
+glue("max_shift", recipe("recipe_max_shift", int), display=False)
+glue("bn_images", recipe("recipe_bn_images", lambda v: f"{int(v):,}"), display=False)
+train_sizes = sorted(int(n) for n in records["n_train"].unique())
+glue("n_train_full", f"{train_sizes[-1]:,}", display=False)
+glue("n_train_small", " and ".join(f"{n:,}" for n in train_sizes[:-1]), display=False)
+glue("n_test_full", f"{int(records['n_test'].max()):,}", display=False)
+glue("snapshot_steps", ", ".join(str(int(s)) for s in sorted(snap["step"].unique())[:-1]),
+     display=False)
+
 # %% [markdown]
 # ## The zoo, and whether its training worked
 #
 # {glue:text}`n_trained` models are trained, each for {glue:text}`steps` steps of
-# batch 64 (one epoch's worth of the 60,000 training images) with AdamW, warm-up and
-# cosine decay. Classifier heads follow one rule in every family (truncated normal, standard
-# deviation 0.01, zero bias), and the training-mode loss at initialisation lies between
-# {glue:text}`init_loss_min:.3f` and {glue:text}`init_loss_max:.3f`, against
-# $\ln 10 = 2.303$. Test accuracy on all 10,000 test images runs from
+# batch {glue:text}`batch_size` (one epoch's worth of the {glue:text}`n_train_full`
+# training images) with AdamW, warm-up and cosine decay. Classifier heads follow one rule
+# in every family ({glue:text}`head_init`), and the training-mode loss at initialisation
+# lies between {glue:text}`init_loss_min:.3f` and {glue:text}`init_loss_max:.3f`, against
+# $\ln 10 = 2.303$. Test accuracy on all {glue:text}`n_test_full` test images runs from
 # {glue:text}`acc_min:.1f`% to {glue:text}`acc_max:.1f`%; {glue:text}`n_below_60` models are
 # below 60%. A model counts as converged when its loss at initialisation is within 5% of
 # $\ln 10$, its mean training loss over the last 10% of steps is at most half of $\ln 10$,
@@ -157,7 +173,7 @@ glue_figure("fig_zoo_loss", fig)
 # guess over the ten classes.
 # ```
 #
-# (claim-fig1-right)=
+# (sec-lee-against-accuracy-across-models-figure-1-right)=
 # ## LEE against accuracy across models (Figure 1, right)
 #
 # Each point is a converged model at the end of training, its LEE the mean over the same
@@ -279,7 +295,7 @@ else:
 # Spearman {glue:text}`rho_translate_spearman:.2f` [{glue:text}`rho_translate_spearman_lo:.2f`,
 # {glue:text}`rho_translate_spearman_hi:.2f`].
 #
-# (claim-family)=
+# (sec-is-the-sign-stable-and-does-the-family-matter-beyond-accuracy)=
 # ## Is the sign stable, and does the family matter beyond accuracy?
 #
 # The paper's "whatever the architecture" is a statement about two predictors: once
@@ -313,7 +329,7 @@ else:
     display(Markdown("Too few converged models of two or more families for these checks."))
 
 # %% [markdown]
-# (claim-transformers)=
+# (sec-transformers-and-cnns)=
 # ## Transformers and CNNs
 #
 # The paper found the best transformers as translation-equivariant as CNNs. Per family,
@@ -350,12 +366,12 @@ if {"vit", "cnn"} <= set(converged["family"]):
         "mean and still not hold the single most equivariant model."))
 
 # %% [markdown]
-# (claim-data-trend)=
+# (sec-one-factor-at-a-time-training-set-size-and-shift-augmentation)=
 # ## One factor at a time: training-set size and shift augmentation
 #
-# The small variant of every kind was also trained on 2,000 and 8,000 images (same number of
-# steps, so more passes over fewer images), and on all 60,000 with random shifts of up to
-# 2 px. Below: the slope of $\log_{10}$ translation LEE against $\log_{10}$ of the number
+# The small variant of every kind was also trained on {glue:text}`n_train_small` images
+# (same number of steps, so more passes over fewer images), and on all
+# {glue:text}`n_train_full` with random shifts of up to {glue:text}`max_shift` px. Below: the slope of $\log_{10}$ translation LEE against $\log_{10}$ of the number
 # of training images across those models, and the mean over kinds of
 # $\log_{10}(\mathrm{LEE}_\text{shift} / \mathrm{LEE}_\text{none})$, each with a bootstrap
 # interval (over models, over kinds).
@@ -379,10 +395,12 @@ if not effects:
     display(Markdown("The zoo's data-size and augmentation models are not measured yet."))
 
 # %% [markdown]
+# (sec-along-training-and-at-initialisation)=
 # ## Along training, and at initialisation
 #
-# Every model kept checkpoints at steps 0, 47, 188, 469 and the end. Step 0 is the network
-# training starts from: BatchNorm statistics are re-estimated on 2,048 training images
+# Every model kept checkpoints at steps {glue:text}`snapshot_steps` and the end. Step 0 is
+# the network training starts from: BatchNorm statistics are re-estimated on
+# {glue:text}`bn_images` training images
 # before measuring (with timm's default statistics, mean 0 and variance 1, a BatchNorm
 # network in eval mode is a different and nearly constant function). Each line follows one
 # model from initialisation to the end of training; this is a different question from the
@@ -437,7 +455,7 @@ if len(with_ratio):
 # coloured by family (mean over {glue:text}`n_images` test images).
 # ```
 #
-# (claim-metrics)=
+# (sec-the-sample-based-metrics-against-lee)=
 # ## The sample-based metrics against LEE
 #
 # The trained models also went through the sample-based metrics of

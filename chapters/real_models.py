@@ -50,12 +50,12 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lielib.book import ood
-from lielib.book.claims import get_claim
 from lielib.book.claims.real_models import METRIC_LABELS, glue_name, real_models_tables
 from lielib.book.ood import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
 from lielib.book.paths import repo_root
 from lielib.book.plotting import action_label, use_theme
 from lielib.book.report import (
+    chapter_rows,
     claim_label,
     fmt_ci,
     glue_figure,
@@ -85,14 +85,15 @@ def label(action: str) -> str:
 
 
 glue("n_per_set", int(table.groupby(["model", "set"]).image.nunique().min()), display=False)
-ROWS = [get_claim(k, RESULTS.parent) for k in ("ood", "size")]
+ROWS = chapter_rows("real_models", RESULTS.parent)
+BY_KEY = {row.key: row for row in ROWS}
 glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
 for row in ROWS:
     glue(f"verdict_{row.key}", row.verdict, display=False)
     glue(f"headline_{row.key}", f"{claim_label(row)}: {headline(row)}", display=False)
 
 # %% [markdown]
-# (claim-ood)=
+# (sec-the-out-of-distribution-gap)=
 # ## The out-of-distribution gap
 #
 # Two metrics, from one forward-mode pass per image: raw LEE, and its scale-free
@@ -146,7 +147,7 @@ for metric, part in tr.groupby("metric"):
     glue(f"gap_max_{metric}", float(part.ratio.max()), display=False)
 glue("conf_in", float(tr.confidence_in.mean()), display=False)
 glue("conf_out", float(tr.confidence_out.mean()), display=False)
-glue("ood_verdict", get_claim("ood", RESULTS.parent).verdict, display=False)
+glue("ood_verdict", BY_KEY["ood"].verdict, display=False)
 
 # %% tags=["hide-input"]
 sets = [IN_DISTRIBUTION, *OUT_OF_DISTRIBUTION]
@@ -207,7 +208,7 @@ glue_figure("fig_real_ood", fig)
 # translation, the transformation the paper's claim is about, not about every
 # transformation.
 #
-# (claim-size)=
+# (sec-size-on-real-models)=
 # ## Size on real models
 #
 # The three models on the same photos, each at its native resolution. Parameters are
@@ -236,7 +237,7 @@ for metric, part in st.groupby("metric"):
     glue(f"size_ratio_hi_{metric}", float(big.ratio_hi), display=False)
     glue(f"size_means_{metric}", ", ".join(f"{short[r.model]} {r.mean:.3g}"
                                            for r in part.itertuples()), display=False)
-glue("size_verdict", get_claim("size", RESULTS.parent).verdict, display=False)
+glue("size_verdict", BY_KEY["size"].verdict, display=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Raw LEE (left, log axis) and sensitivity ratio (right) of EfficientNet-Lite0/1/2 on the same photos against parameter count: mean and 95% bootstrap interval over photos, per transformation.", "name": "fig-real-size"}, "image": {"alt": "Two panels of line plots of a metric against parameter count for three EfficientNet-Lite models, one line per transformation, with error bars."}}
 fig, axes = plt.subplots(1, len(metrics), figsize=(3.9 * len(metrics), 4.0), squeeze=False)

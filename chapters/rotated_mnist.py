@@ -38,7 +38,8 @@
 #
 # **The data are a rebuild.** `lielib.book.rotated_mnist.data` rebuilds rotated MNIST from
 # MNIST {cite:p}`lecun1998gradient`: a seeded permutation of all 70,000 digits is cut into
-# 12,000 training digits, 50,000 test digits and 8,000 held-out digits; training and test
+# {glue:text}`split_train` training digits, {glue:text}`split_test` test digits and
+# {glue:text}`split_heldout` held-out digits; training and test
 # digits are rotated by angles drawn uniformly from $[0, 2\pi)$. The MAE is pretrained on
 # the held-out digits, upright, so no pretraining digit is in the rotated training or test
 # sets.
@@ -72,10 +73,10 @@ from matplotlib.ticker import MaxNLocator
 from myst_nb import glue
 from scipy import stats
 
-from lielib.book.claims import get_claim
 from lielib.book.paths import repo_root
 from lielib.book.plotting import OKABE_ITO, use_theme
 from lielib.book.report import (
+    chapter_rows,
     claim_label,
     fmt_ci,
     glue_figure,
@@ -87,6 +88,7 @@ from lielib.book.report import (
 from lielib.book.results import read_or_compute
 from lielib.book.rotated_mnist.config import PRESETS
 from lielib.book.rotated_mnist.config import preset as preset_config
+from lielib.book.rotated_mnist.data import split_sources
 from lielib.book.rotated_mnist.run import command_for, run_experiment
 
 ROOT = repo_root()
@@ -95,7 +97,7 @@ FALLBACK = "cpu"
 if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; use one of {list(PRESETS)}")
 use_theme()
-ROWS = [get_claim("rotated-mnist", RESULTS_ROOT.parent)]
+ROWS = chapter_rows("rotated_mnist", RESULTS_ROOT.parent)
 glue("verdict_box", Markdown(verdict_markdown(ROWS)), display=False)
 glue("verdict_rotated_mnist", ROWS[0].verdict, display=False)
 glue("headline_rotated_mnist", f"{claim_label(ROWS[0])}: {headline(ROWS[0])}", display=False)
@@ -173,6 +175,8 @@ def interval(mean: float, low: float, high: float) -> str:
 
 last_epoch = int(epochs_table["epoch"].max())
 glue("n_epochs", int(cfg["epochs"]), display=False)
+for part, index in split_sources().items():
+    glue(f"split_{part}", f"{len(index):,}", display=False)
 glue("train_size", f"{cfg['train_size']:,}", display=False)
 glue("lee_size", int(cfg["lee_size"]), display=False)
 glue("eval_size", f"{cfg['eval_size']:,}", display=False)
@@ -294,7 +298,7 @@ plt.show()
 # ## Final accuracy
 #
 # At the end each variant is scored on the first {glue:text}`final_eval_size` rotated test
-# digits (the `full` preset: all 50,000), with a 95% Clopper-Pearson interval. The last
+# digits (all of them in the `full` preset), with a 95% Clopper-Pearson interval. The last
 # column is the plateau check: the best accuracy of the last five epochs minus the best of
 # the five before (undefined for runs of ten epochs or fewer).
 
@@ -473,7 +477,7 @@ glue("ratio_panels", "for LEE (left) and for the sensitivity ratio (right)" if l
 # ```
 
 # %% [markdown]
-# (claim-rotated-mnist)=
+# (sec-does-training-on-rotated-digits-lower-rotation-lee-relative-to-translation-lee)=
 # ## Does training on rotated digits lower rotation LEE relative to translation LEE?
 #
 # Each contrast is a paired difference of the per-digit log ratio $r$ on the same

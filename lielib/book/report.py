@@ -29,6 +29,7 @@ from .paths import ROOT
 __all__ = [
     "HEADLINES",
     "TABLE_CLASS",
+    "chapter_rows",
     "claim_label",
     "claims_markdown",
     "fmt_ci",
@@ -37,6 +38,7 @@ __all__ = [
     "glue_figure",
     "headline",
     "provenance_box",
+    "section_label",
     "show_table",
     "sig",
     "table_html",
@@ -221,23 +223,40 @@ def glue_figure(name: str, fig) -> None:
 
 # ------------------------------------------------------------------ verdicts and claims
 
-HEADLINES: dict[str, str] = {
-    "fig1-right": "slope of translation LEE per unit accuracy (linear axis)",
-    "family": "F test p for the family beyond accuracy",
-    "transformers": "best ViT / best CNN translation LEE",
-    "fig1-centre": "activations' squared share in the zoo ResNet-18",
-    "fig4a": "lowest CNN share of downsampling or non-linear modules",
-    "fig4b": "lowest patch-embedding share",
-    "fig4c": "mean Spearman ρ of module shares between geometric actions",
-    "fig4d": "Spearman ρ of 100-probe estimates with the exact decomposition",
-    "metrics": "Spearman ρ of EQ-T with translation LEE",
-    "rotated-mnist": "change of log(rotation / translation LEE), last epoch minus epoch 1",
-    "ood": "out- / in-distribution translation LEE, headline pair",
-    "size": "Lite2 / Lite0 translation LEE",
-    "data-trend": "slope of log10 translation LEE per decade of training images",
+HEADLINES: dict[str, tuple[str, str]] = {
+    "fig1-right": ("slope of translation LEE per unit accuracy (linear axis)", "Linear axis: slope"),
+    "fig1-right-seeds": ("slope of translation LEE per unit accuracy over seeds (linear axis)",
+                         "seeds"),
+    "within-family": ("CNN slope of log10 translation LEE per unit accuracy", "inside each family"),
+    "family": ("R² of LEE ~ accuracy minus R² of LEE ~ family (linear axis)", "R²(LEE ~ family)"),
+    "fig1-right-companions": ("slope of log10 ρ per unit accuracy", "sensitivity ratio ρ"),
+    "confound": ("coefficient of accuracy given the training-set size (raw LEE)",
+                 "log10 training images"),
+    "transformers": ("best ViT / best CNN translation LEE", "Best ViT"),
+    "training": ("mean log10(trained / initial) translation LEE", "trained / initialisation"),
+    "fig1-centre": ("activations' squared share in the zoo ResNet-18", "in the activations"),
+    "fig4a": ("lowest CNN share of downsampling or non-linear modules", "downsampling or non-linear"),
+    "fig4b": ("lowest patch-embedding share", "embedding share"),
+    "fig4c": ("mean Spearman ρ of module shares between geometric actions", "mean Spearman ρ"),
+    "fig4d": (("activations' share of the exact budget minus their share of the integer-shift "
+               "error (points, zoo ResNet-18)"), "integer-shift error"),
+    "twin": ("plain / blurred-twin translation LEE", "its twin"),
+    "metrics": ("Spearman ρ of EQ-T with translation LEE", "EQ-T"),
+    "rotated-mnist": ("change of log(rotation / translation LEE), last epoch minus epoch 1",
+                      "last epoch minus epoch 1"),
+    "ood": ("lowest out- / in-distribution ratio of translation LEE", "out / in distribution"),
+    "size": ("Lite2 / Lite0 translation LEE", "Lite2 / Lite0"),
+    "small-large": ("mean log10(large / small) translation LEE", "Large against small"),
+    "data-trend": ("slope of log10 translation LEE per decade of training images",
+                   "per decade of training images"),
+    "data-passes": ("slope of log10 translation LEE per decade of images at equal passes",
+                    "passes"),
+    "shift": ("mean log10(shift-augmented / plain) translation LEE", "shifts of up to"),
 }
-"""What each Claims row's headline number is. A row not listed here is labelled by the
-words of its ``measured`` text before the first number."""
+"""What each Claims row's headline number is, and a phrase its ``measured`` text must
+contain for the label to apply. A row not listed, or whose text no longer contains the
+phrase (the row was rewritten), is labelled by the words of its ``measured`` text before
+the first number instead, so a label never outlives the number it names."""
 
 PERCENT_HEADLINES = {"fig1-centre", "fig4a", "fig4b"}
 """Rows whose headline number is a percentage (stored as 0-100)."""
@@ -245,8 +264,9 @@ PERCENT_HEADLINES = {"fig1-centre", "fig4a", "fig4b"}
 
 def claim_label(row) -> str:
     """The words that say what ``row``'s headline number is."""
-    if row.key in HEADLINES:
-        return HEADLINES[row.key]
+    label, phrase = HEADLINES.get(row.key, ("", None))
+    if phrase is not None and phrase in row.measured:
+        return label
     words = re.split(r"[-−]?\d", row.measured, maxsplit=1)[0].strip(" :;,(=")
     return words[:90] or "headline number"
 
@@ -268,12 +288,20 @@ def headline(row, *, digits: int = 3) -> str:
     return f"{num}, n{NBSP}={NBSP}{fmt_count(row.n)}" if row.n else num
 
 
+def section_label(section: str) -> str:
+    """The MyST label a chapter puts above the section a Claims row points to.
+
+    ``"(a) CNNs: activations"`` -> ``"sec-a-cnns-activations"``; the chapter writes
+    ``(sec-a-cnns-activations)=`` on the line above the heading.
+    """
+    return "sec-" + re.sub(r"[^a-z0-9]+", "-", section.lower()).strip("-")
+
+
 def _anchor(row, chapters: Path) -> str | None:
-    """The MyST label ``claim-<key>`` when the chapter's source defines it."""
-    label = f"claim-{row.key}"
-    src = chapters / f"{row.chapter}.py"
+    """The section's label when the chapter's source defines it."""
+    label = section_label(row.section)
     try:
-        text = src.read_text()
+        text = (chapters / f"{row.chapter}.py").read_text()
     except OSError:
         return None
     return label if re.search(rf"^# \({re.escape(label)}\)=\s*$", text, re.MULTILINE) else None
@@ -300,6 +328,13 @@ def verdict_markdown(rows: Sequence, *, chapters: str | os.PathLike | None = Non
                      f"{claim_label(r)[1:]}: {headline(r)}. See {_link(r, chapters)}.")
     lines.append("```")
     return "\n".join(lines)
+
+
+def chapter_rows(chapter: str, results: str | os.PathLike | None = None) -> list:
+    """The Claims rows whose evidence is in ``chapter``, in the Claims page's order."""
+    from .claims import CLAIMS, ORDER, get_claim
+
+    return [get_claim(k, results) for k in ORDER if CLAIMS[k][0]["chapter"] == chapter]
 
 
 def verdict_tally(rows: Sequence) -> str:

@@ -22,6 +22,7 @@ from lielib.book.report import (
     format_frame,
     headline,
     provenance_box,
+    section_label,
     sig,
     table_html,
     verdict_markdown,
@@ -104,7 +105,9 @@ def test_headline_and_label():
     row = _row()
     assert "\u00a0" in headline(row) and headline(row).count(" ") == 1  # breaks only before n
     assert headline(row).replace("\u00a0", " ") == "44.8 [17.4, 68.0]%, n = 20"
-    assert claim_label(row) == HEADLINES["fig4b"]
+    assert claim_label(row) == HEADLINES["fig4b"][0]
+    rewritten = _row(measured="Median share 44.8 [17.4, 68.0]% of the patch embedding.")
+    assert claim_label(rewritten) == "Median share"  # the phrase is gone: the label is not kept
     assert headline(_row(key="family", lo=None, hi=None, value=0.00117)).replace(
         "\u00a0", " ") == "0.00117, n = 20"
     assert headline(_row(value=None)) == "–"
@@ -113,16 +116,17 @@ def test_headline_and_label():
 
 
 def test_links_land_on_the_section_when_the_chapter_has_the_label(tmp_path: Path):
-    (tmp_path / "aliasing.py").write_text("# %% [markdown]\n# (claim-fig4b)=\n# ## (b) Token models\n")
+    assert section_label("(b) Token models: the patch embedding") == "sec-b-token-models-the-patch-embedding"
+    (tmp_path / "aliasing.py").write_text("# %% [markdown]\n# (sec-b-token-models)=\n# ## (b) Token models\n")
     box = verdict_markdown([_row()], chapters=tmp_path)
     assert box.startswith("```{admonition} Verdict")
-    assert "**Figure 4b: reproduced.**" in box and "See {ref}`claim-fig4b`." in box
-    other = verdict_markdown([_row(key="fig4a", source="Figure 4a")], chapters=tmp_path)
-    assert "{doc}`aliasing`, (b) Token models" in other  # no label: the chapter, not a dead link
+    assert "**Figure 4b: reproduced.**" in box and "See {ref}`sec-b-token-models`." in box
+    other = verdict_markdown([_row(section="(c) Elsewhere")], chapters=tmp_path)
+    assert "{doc}`aliasing`, (c) Elsewhere" in other  # no label: the chapter, not a dead link
 
 
 def test_claims_markdown_cells_are_short_and_details_folded(tmp_path: Path):
-    long = _row(measured="word | " * 200)
+    long = _row(measured="Lowest embedding share 44.8 [17.4, 68.0]%. " + "word | " * 200)
     text = claims_markdown([long], chapters=tmp_path, prefix="")
     table = text.split("\n\n")[0].splitlines()
     assert len(table) == 3 and "word" not in table[2]
