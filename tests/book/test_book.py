@@ -9,9 +9,19 @@ MathJax and the images, and checks that
 * every math element is typeset by MathJax (``mjx-container``, no ``mjx-merror``);
 * no output cell shows an error or a traceback, and no script throws;
 * nothing is requested from the network and no local asset is missing (offline book);
-* chapters offer their ``.py`` and ``.ipynb`` downloads.
+* chapters offer their ``.py`` and ``.ipynb`` downloads;
 
-A full-page screenshot of each page is saved to ``_build/screenshots/`` as an artefact.
+and, at a window 1280 px and 800 px wide (folded tables opened), that
+
+* no table is clipped: every table fits the text column or sits in a container that
+  scrolls it (an ancestor whose content is wider than it and that hides the overflow is a
+  clipped table), and the page itself never scrolls sideways;
+* every image is in a figure with a caption;
+* no output is a raw DataFrame (pandas' ``table.dataframe``, a ``Styler`` table, an HTML
+  table not made by ``lielib.book.report``, or a DataFrame's text repr).
+
+A full-page screenshot of each page is saved to ``_build/screenshots/`` as an artefact, at
+both widths.
 The browser is driven over the DevTools protocol through ``--remote-debugging-pipe``
 (standard library only; no browser download). Set ``CHROMIUM`` to use another binary.
 """
@@ -38,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 WIDTH, HEIGHT, MAX_SHOT_HEIGHT = 1280, 900, 12000
+LAYOUT_WIDTHS = (1280, 800)
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -206,6 +217,60 @@ _INSPECT = r"""
 """
 
 
+# Runs after _INSPECT at each width: clipped tables, uncaptioned figures, raw DataFrames.
+_LAYOUT = r"""
+(async () => {
+  for (const d of document.querySelectorAll("details")) { d.open = true; }
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const main = document.querySelector("main") || document.body;
+  const article = main.querySelector("article") || main;
+  const right = article.getBoundingClientRect().right;
+  const style = el => getComputedStyle(el).overflowX;
+  const name = t => (t.className || t.id || "table") + ": " +
+      (t.innerText || "").trim().split("\n")[0].slice(0, 60);
+  const clipped = [];
+  for (const t of main.querySelectorAll("table")) {
+    if (!t.getClientRects().length) { continue; }  // not displayed (e.g. a closed dropdown)
+    let scroller = null, hidden = null;
+    for (let el = t.parentElement; el && el !== article.parentElement; el = el.parentElement) {
+      const o = style(el);
+      if (o === "auto" || o === "scroll") { scroller = el; break; }
+      if ((o === "hidden" || o === "clip") && el.scrollWidth > el.clientWidth + 1) { hidden = el; break; }
+    }
+    if (hidden) {
+      clipped.push(`${name(t)} (cut by ${hidden.className || hidden.tagName}: ` +
+                   `scroll width ${hidden.scrollWidth} > client width ${hidden.clientWidth})`);
+    } else if (scroller) {
+      if (scroller.getBoundingClientRect().right > right + 1) {
+        clipped.push(`${name(t)} (its scroll container is wider than the text column)`);
+      }
+    } else if (t.getBoundingClientRect().right > right + 1) {
+      clipped.push(`${name(t)} (right edge ${Math.round(t.getBoundingClientRect().right)} px ` +
+                   `beyond the text column at ${Math.round(right)} px, no scroll container)`);
+    }
+  }
+  const page = document.scrollingElement;
+  const uncaptioned = [...main.querySelectorAll("img")].filter(img => {
+    const fig = img.closest("figure");
+    const cap = fig && fig.querySelector("figcaption");
+    return !(cap && cap.innerText.trim());
+  }).map(img => img.getAttribute("alt") || img.getAttribute("src"));
+  const reprs = [...main.querySelectorAll(".cell_output pre, .output pre")].filter(p =>
+      /\[\d+ rows x \d+ columns\]|\ndtype: \w+|^[ \t]*\S+(?:[ \t]{2,}\S+)+[ \t]*\n(?:\S+(?:[ \t]{2,}\S+)+[ \t]*\n){2,}/m
+      .test(p.innerText));
+  return {
+    width: window.innerWidth,
+    clipped,
+    pageOverflow: page.scrollWidth > window.innerWidth + 1 ? page.scrollWidth : 0,
+    uncaptioned,
+    rawTables: [...main.querySelectorAll(
+        "table.dataframe, table[id^='T_'], .text_html table:not(.book-table)")].map(name),
+    rawText: reprs.map(p => p.innerText.slice(0, 80)),
+  };
+})()
+"""
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not (HTML / "index.html").is_file():
@@ -248,10 +313,29 @@ def open_page(tools: DevTools, session: str, path: Path) -> tuple[dict, list[dic
     return result["result"]["value"], list(tools.events)
 
 
-def screenshot(tools: DevTools, session: str, height: int, out: Path) -> None:
+def set_width(tools: DevTools, session: str, width: int) -> None:
+    """Resize the viewport and wait until the page is laid out again."""
+    tools.send("Emulation.setDeviceMetricsOverride",
+               {"width": width, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+               session=session)
+    tools.send("Runtime.evaluate", {
+        "expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+        "awaitPromise": True}, session=session)
+
+
+def layout_report(tools: DevTools, session: str) -> dict:
+    result = tools.send("Runtime.evaluate",
+                        {"expression": _LAYOUT, "awaitPromise": True, "returnByValue": True},
+                        session=session, timeout=60)
+    if "exceptionDetails" in result:
+        raise AssertionError(f"the layout check failed: {result['exceptionDetails']}")
+    return result["result"]["value"]
+
+
+def screenshot(tools: DevTools, session: str, height: int, out: Path, width: int = WIDTH) -> None:
     """Full-page PNG: grow the viewport to the page (as Puppeteer's fullPage does)."""
     height = max(HEIGHT, min(height, MAX_SHOT_HEIGHT))
-    metrics = {"width": WIDTH, "deviceScaleFactor": 1, "mobile": False}
+    metrics = {"width": width, "deviceScaleFactor": 1, "mobile": False}
     tools.send("Emulation.setDeviceMetricsOverride", {**metrics, "height": height},
                session=session)
     try:
@@ -352,6 +436,29 @@ def test_page_renders(browser, page):
     # No error output.
     assert report["errorCells"] == 0, f"{page} shows {report['errorCells']} error cells"
     assert not report["tracebackText"], f"{page} shows a Python traceback"
+
+    # At each width: no clipped table, every image captioned, no raw DataFrame output.
+    problems = []
+    try:
+        for width in LAYOUT_WIDTHS:
+            set_width(tools, session, width)
+            layout = layout_report(tools, session)
+            if width != WIDTH:
+                height = tools.send("Runtime.evaluate", {
+                    "expression": "document.documentElement.scrollHeight",
+                    "returnByValue": True}, session=session)["result"]["value"]
+                screenshot(tools, session, height,
+                           SHOTS / f"{page.replace('/', '__')}__{width}.png", width=width)
+            problems += [f"{width} px: clipped table {t}" for t in layout["clipped"]]
+            if layout["pageOverflow"]:
+                problems.append(f"{width} px: the page scrolls sideways "
+                                f"({layout['pageOverflow']} px wide)")
+            problems += [f"{width} px: figure without a caption: {u}" for u in layout["uncaptioned"]]
+            problems += [f"{width} px: raw DataFrame table: {t}" for t in layout["rawTables"]]
+            problems += [f"{width} px: raw DataFrame text: {t!r}" for t in layout["rawText"]]
+    finally:
+        set_width(tools, session, WIDTH)
+    assert not problems, f"{page}:\n  " + "\n  ".join(dict.fromkeys(problems))
 
     if page.startswith("chapters/") and page not in TABLE_PAGES:
         figures = [img for img in report["images"] if img["figure"]]
