@@ -119,7 +119,8 @@ elif shown != run:
               "trained networks' rows appear once their checkpoints exist and the command in the "
               "provenance box is run.")
 else:
-    source = f"This page shows the calibration of the trained networks in `{results_dir}/{shown}`."
+    kind = "untrained" if settings_for(shown).untrained else "trained"
+    source = f"This page shows the calibration of the {kind} networks in `{results_dir}/{shown}`."
 if meta.get("missing"):
     source += f" Networks not yet trained when it was measured: {', '.join(meta['missing'])}."
 glue("source_note", Markdown(source), display=False)
@@ -187,9 +188,10 @@ else:
 if shown is not None:
     summary = tables["summary"]
     rot_sum = summary[(summary["action"] == "rotate") & (summary["network"] != "readouts")]
-    quantities = [q for q in rot["quantity"]]
+    rot_sum = rot_sum[rot_sum.groupby("network")["control"].transform("nunique") > 1]  # averaged ones
+    quantities = list(rot["quantity"])
     order = ["plain", *[a for a, _, _ in EXPECTED]]
-    colours = [OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["orange"], OKABE_ITO["green"]]
+    colours = [OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["orange"], OKABE_ITO["bluish_green"]]
     ncol = 5
     nrow = int(np.ceil(len(quantities) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(13, 2.8 * nrow), squeeze=False, sharey=False)
@@ -206,7 +208,8 @@ if shown is not None:
         ax.set_yscale("log")
         ax.axhline(1.0, color=OKABE_ITO["grey"], lw=0.8)
         mark = "✓" if bool(verdict_by.loc[q, "calibrated"]) else "✗"
-        ax.set_title(f"{mark} {verdict_by.loc[q, 'what']}", fontsize=8)
+        title = verdict_by.loc[q, "what"].replace(", ", "\n", 1)
+        ax.set_title(f"{mark} {title}", fontsize=8)
     for ax in axes.flat[len(quantities):]:
         ax.axis("off")
     handles, labels = axes[0, 0].get_legend_handles_labels()
