@@ -222,9 +222,9 @@ def check_output(path: str | os.PathLike, what: str, *, folder: bool = True,
     if folder and path.exists() and not path.is_dir():
         raise OutputPathError(f"{what} {path} is a file: pass a folder (it is created if missing)")
     if not folder:
-        example = f" such as {path / ('results' + (suffix or ''))}" if path.is_dir() else ""
         if path.is_dir():
-            raise OutputPathError(f"{what} {path} is a folder: pass a file name{example}")
+            raise OutputPathError(f"{what} {path} is a folder: pass a file name such as "
+                                  f"{path / ('results' + (suffix or ''))}")
         if suffix is not None and path.suffix != suffix:
             raise OutputPathError(f"{what} {path}: the output is a {suffix} file; pass a name "
                                   f"ending in {suffix}")
