@@ -187,9 +187,10 @@ plt.show()
 # is assigned to. The paper's code computes the sampling grid in float32 with
 # `F.affine_grid` and takes its `floor`: rounding puts some pixel centres just *below* an
 # integer, so the derivative is a forward difference in most columns and a backward
-# difference in the others. lielib reproduces this exactly as `stencil="paper"` (the
-# default, so that numbers compare with the paper) and offers `stencil="central"`, a
-# consistent central difference. Counting the flipped columns live:
+# difference in the others. lielib reproduces this exactly as `stencil="paper"`, which
+# this book passes wherever it reproduces the paper's numbers; lielib's default is
+# `stencil="central"`, a consistent central difference (only it ranks exactly invariant
+# networks correctly). Counting the flipped columns live:
 
 # %%
 def flipped_columns(size: int) -> int:

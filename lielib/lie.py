@@ -144,7 +144,7 @@ def lie_derivative(
     *,
     in_layout: str | Layout = "NCHW",
     out_layout: str | Layout | None = None,
-    stencil: str = "paper",
+    stencil: str = "central",
 ) -> torch.Tensor:
     """The Lie derivative ``L f(x)`` along ``action``, by forward-mode AD.
 
@@ -188,7 +188,7 @@ def lie_derivative_double_backward(
     x: torch.Tensor,
     action: str | Action,
     *,
-    stencil: str = "paper",
+    stencil: str = "central",
 ) -> torch.Tensor:
     """``d/dt f(T_t x)`` at ``t = 0`` the way the paper's code computes it.
 
@@ -259,7 +259,7 @@ def lee(
     *,
     output: str = "softmax",
     reduce: str = "mean_abs",
-    stencil: str = "paper",
+    stencil: str = "central",
     in_layout: str | Layout = "NCHW",
     chunk_size: int | None = None,
     images_per_pass: int | None = None,

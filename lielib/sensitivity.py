@@ -179,7 +179,7 @@ def sensitivity_ratio(
     seed: int | torch.Generator = 0,
     output: str = "softmax",
     reduce: str = "mean_abs",
-    stencil: str = "paper",
+    stencil: str = "central",
     in_layout: str | Layout = "NCHW",
     chunk_size: int | None = None,
     images_per_pass: int | None = None,

@@ -31,7 +31,7 @@ __all__ = [
 
 
 def tangents(
-    x: torch.Tensor, actions: Sequence[str | Action], *, stencil: str = "paper"
+    x: torch.Tensor, actions: Sequence[str | Action], *, stencil: str = "central"
 ) -> torch.Tensor:
     """The tangent images of several actions, ``(K, B, C, H, W)``.
 

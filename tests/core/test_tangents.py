@@ -102,9 +102,9 @@ def test_layout_tangents_stack_each_actions_tangent(layout, shape):
 def test_half_precision_tangents_match_float32(dtype):
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
     names = ["rotate", "scale", "saturate"]
-    tau = tangents(x, names)
+    tau = tangents(x, names, stencil="paper")
     assert tau.dtype == dtype and torch.isfinite(tau).all()
-    ref = tangents(x.float(), names)
+    ref = tangents(x.float(), names, stencil="paper")
     torch.testing.assert_close(tau.float(), ref, rtol=1e-2, atol=1e-2)
     op = TangentOperator(get_action("rotate"), "paper")(x, Layout())
     assert op.dtype == dtype
