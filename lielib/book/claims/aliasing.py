@@ -107,7 +107,8 @@ def _fig1_centre(results: Path, base: Claim) -> Claim:
                    glued=(("act_cnn_share", 100 * r.share),), measured=(
                        "Share of the layer-wise error (x-translation, paper's stencil) in the "
                        f"activations: {'; '.join(parts)}; paired bootstrap over images. "
-                       "Reproduced for a CNN when activations are its largest kind; the zoo "
+                       "Rule: reproduced for a CNN when activations are its largest kind, partly when "
+                       "for some CNNs; the zoo "
                        "model is a 32 px stand-in, EfficientNet-Lite0 runs at its native 224 px "
                        "with ImageNet weights."))
 
@@ -130,7 +131,7 @@ def _fig4a(results: Path, base: Claim) -> Claim:
                        f"{100 * r.share:.0f}% to {100 * high:.0f}%; lowest ({low}) "
                        f"{fmt_ci(100 * r.share, 100 * r.share_lo, 100 * r.share_hi, 1)}% over n = "
                        f"{int(r.n)} images. Close to a tautology: the other modules are stride-1 "
-                       "convolutions and BatchNorms, which are linear. Reproduced when every "
+                       "convolutions and BatchNorms, which are linear. Rule: reproduced when every "
                        "CNN's interval is above 50%."))
 
 
@@ -153,7 +154,8 @@ def _fig4b(results: Path, base: Claim) -> Claim:
                        f"The patch embedding is the largest module in {n_top} of {len(tok)} "
                        f"token models; lowest embedding share ({low}) "
                        f"{fmt_ci(100 * r.share, 100 * r.share_lo, 100 * r.share_hi, 1)}% "
-                       f"(n = {int(r.n)} images, paired bootstrap)."))
+                       f"(n = {int(r.n)} images, paired bootstrap). Rule: reproduced when the embedding is "
+                       "the largest module in every token model, partly when in some."))
 
 
 def geometric_rank_correlation(modules: pd.DataFrame, model: str = CNN_MODEL,

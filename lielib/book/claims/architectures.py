@@ -419,8 +419,8 @@ def _transformers(results: Path, base: Claim) -> Claim:
                    measured=(
                        f"Best ViT ({r['best']}) / best CNN ({r['best_reference']}) translation "
                        f"LEE {fmt_ci(r['ratio'], r['lo'], r['hi'])} on n = {r['n']} shared images "
-                       "(two models compared: paired bootstrap over images; reproduced when the "
-                       "interval reaches 1 or below)."))
+                       "(two models compared: paired bootstrap over images). Rule: reproduced when the "
+                       "interval reaches 1 or below."))
 
 
 @claim("metrics", source="comparison with sample-based metrics", chapter="architectures",

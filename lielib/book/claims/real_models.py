@@ -140,5 +140,5 @@ def _size(results: Path, base: Claim) -> Claim:
                    files=rel_paths(results, LEE_TABLE), glued=tuple(glued), measured=(
                        f"EfficientNet-Lite ({models} ImageNet top-1), translation, the same "
                        f"n = {int(lee.n)} photos (paired bootstrap). " + ". ".join(texts) + ". "
-                       "Three models of one family cannot establish a trend: at best partly, "
+                       "Rule: three models of one family cannot establish a trend, so at best partly, "
                        "when the metric falls at each step and Lite2 / Lite0 is below 1."))
