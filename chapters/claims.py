@@ -59,8 +59,9 @@ try:  # the out-of-distribution row reads translation; intensity scaling, for th
     sat = gap[(gap.action == "saturate") & (gap.metric == "lee")]
     saturate_note = (
         "The out-of-distribution row judges translation, the transformation the paper's claim "
-        "is about. Intensity scaling (*saturate*) goes the paper's way on the same images: raw "
-        f"LEE out of distribution is {sig(sat.ratio.min(), 2)} to {sig(sat.ratio.max(), 2)} "
+        "is about. Intensity scaling (*saturate*) goes the paper's way: over all the photos "
+        "(the chapter's table), raw LEE out of distribution is "
+        f"{sig(sat.ratio.min(), 2)} to {sig(sat.ratio.max(), 2)} "
         f"times that on the photos, the interval above 1 for {int((sat.ratio_lo > 1).sum())} of "
         f"{len(sat)} model and set pairs ({{doc}}`real_models`, the out-of-distribution gap).")
 except NotAvailableError as err:
