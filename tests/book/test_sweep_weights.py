@@ -49,7 +49,8 @@ for name, (model, info) in infos.items():
     if folder:
         for other, (_, other_info) in infos.items():
             x = load_imagenet_val(folder, 2, data_config=other_info, seed=0).images
-            row[f"lee_with_config_of_{other}"] = lee(model, x, ["translate_x"])["translate_x"].tolist()
+            row[f"lee_with_config_of_{other}"] = lee(  # the sweep measures with the paper's stencil
+                model, x, ["translate_x"], stencil="paper")["translate_x"].tolist()
     out[name] = row
 print("RESULT" + json.dumps(out))
 '''
