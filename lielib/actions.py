@@ -71,7 +71,20 @@ GENERATORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, floa
 
 @runtime_checkable
 class Action(Protocol):
-    """A one-parameter group acting on ``(B, C, H, W)`` images."""
+    """A one-parameter group acting on ``(B, C, H, W)`` images.
+
+    Any object with a ``name``, ``act`` and ``tangent`` is one, and every measuring
+    function accepts it in place of a name:
+
+    >>> class Brighten:
+    ...     name = "brighten"
+    ...     def act(self, x, t, *, stencil="paper"):
+    ...         return x + t
+    ...     def tangent(self, x, *, stencil="central"):
+    ...         return torch.ones_like(x)
+    >>> isinstance(Brighten(), Action), get_action(Brighten()).name
+    (True, 'brighten')
+    """
 
     name: str
 
@@ -86,6 +99,8 @@ class Action(Protocol):
 
 def check_image(x: torch.Tensor, name: str, *, finite: bool = True) -> None:
     """Raise unless ``x`` is a floating-point image batch ``(B, C, H, W)``; ``name`` says who asks.
+
+    >>> check_image(torch.zeros(2, 3, 4, 4), "demo")  # passes silently
 
     ``B = 0`` passes (an empty batch); ``C``, ``H`` or ``W`` of 0 does not. With ``finite``
     the values must be finite (the check is skipped inside ``torch.func`` transforms,
@@ -120,6 +135,8 @@ def check_model(model: nn.Module, x: torch.Tensor | None = None, who: str = "lie
     """Raise unless ``model`` is an ``nn.Module`` whose parameters match ``x``'s dtype and device.
 
     A mismatch would otherwise surface as an error from inside the model's first layer.
+
+    >>> check_model(nn.Linear(2, 2), torch.zeros(1, 2))  # passes silently
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__}; "
@@ -149,7 +166,11 @@ def _all_finite(x: torch.Tensor) -> bool:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype group elements and grids are computed in: float64 for float64, else float32."""
+    """The dtype group elements and grids are computed in: float64 for float64, else float32.
+
+    >>> compute_dtype(torch.float16)
+    torch.float32
+    """
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -272,6 +293,9 @@ class IntensityScaling:
 
     Convention: acts on every entry of the tensor it is given (after the model's
     mean/std normalisation when applied to model inputs); ``stencil`` is ignored.
+
+    >>> get_action("saturate").act(torch.ones(1, 1, 1, 2), 0.6931471805599453)  # log 2
+    tensor([[[[2., 2.]]]])
     """
 
     name: str = "saturate"
@@ -295,12 +319,20 @@ _REGISTRY["saturate"] = IntensityScaling()
 
 
 def list_actions() -> list[str]:
-    """Names of the registered actions, in the paper's order."""
+    """Names of the registered actions, in the paper's order.
+
+    >>> list_actions()[:3], len(list_actions())
+    (['translate_x', 'translate_y', 'rotate'], 10)
+    """
     return list(_REGISTRY)
 
 
 def get_action(name: str | Action) -> Action:
-    """The action called ``name`` (an ``Action`` passes through unchanged)."""
+    """The action called ``name`` (an ``Action`` passes through unchanged).
+
+    >>> get_action("rotate").generator
+    ((0, 1, 0), (-1, 0, 0))
+    """
     if isinstance(name, Action) and not isinstance(name, str):
         return name
     try:

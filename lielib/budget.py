@@ -37,6 +37,14 @@ def signed_shares(dec: Decomposition) -> torch.Tensor:
 
     Raises:
         ValueError: ``dec`` came from the probe estimator, which has no signed terms.
+
+    >>> from torch import nn
+    >>> from lielib import layerwise_contributions
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(2, 3)).double()
+    >>> dec = layerwise_contributions(net, torch.randn(2, 1, 8, 8, dtype=torch.float64), "rotate")
+    >>> torch.allclose(signed_shares(dec).sum(0), torch.ones(2, dtype=torch.float64))
+    True
     """
     terms, norm2 = _exact(dec)
     dots = (terms * dec.total).sum(-1)
@@ -49,6 +57,13 @@ def squared_ratio(dec: Decomposition) -> torch.Tensor:
 
     1 when one module carries all of ``L f``; far above 1 when the modules' terms cancel.
     Works for probe estimates too (then the numerator is estimated); NaN where ``L f = 0``.
+
+    >>> from torch import nn
+    >>> from lielib import layerwise_contributions
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).double()
+    >>> dec = layerwise_contributions(net, torch.randn(1, 1, 8, 8, dtype=torch.float64), "rotate")
+    >>> squared_ratio(dec).shape  # one value per image
+    torch.Size([1])
     """
     norm2 = dec.total.square().sum(-1)
     num = dec.values[:-1].sum(0)
@@ -61,6 +76,13 @@ def budget_frame(dec: Decomposition) -> pd.DataFrame:
 
     Adds the columns ``signed`` (``s_m``; the residual row holds ``s_r``), ``total``
     (``||L f||^2`` of the row's image) and ``squared_ratio`` (of the row's image).
+
+    >>> from torch import nn
+    >>> from lielib import layerwise_contributions
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).double()
+    >>> dec = layerwise_contributions(net, torch.randn(1, 1, 8, 8, dtype=torch.float64), "rotate")
+    >>> list(budget_frame(dec).columns[-3:])
+    ['signed', 'total', 'squared_ratio']
     """
     frame = contributions_frame(dec.sites, dec.values)
     img = frame.image.to_numpy()

@@ -60,6 +60,10 @@ def fourier_shift(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
         component is real and can only be scaled, by ``cos(pi s)``; shifts therefore
         compose exactly (``shift a then b == shift a + b``) for odd sizes, for images
         without Nyquist content, or when one of the shifts is an integer.
+
+    >>> x = torch.randn(1, 1, 5, 7, dtype=torch.float64)
+    >>> torch.allclose(fourier_shift(x, 2, 1), torch.roll(x, (1, 2), dims=(-2, -1)))
+    True
     """
     work = _check(x, "fourier_shift", None, dx=dx, dy=dy)
     h, w = x.shape[-2:]
@@ -126,6 +130,10 @@ def fourier_rotate(x: torch.Tensor, angle: float, *, up: int = 4) -> torch.Tenso
         Rotation by 0 is the identity, by ``pi/2`` a ``torch.rot90`` of square images.
         StyleGAN3 instead filters with a windowed-sinc (Lanczos) kernel and masks the
         border; the band limit, the centre and the zero fill are the same.
+
+    >>> x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    >>> torch.allclose(fourier_rotate(x, 0.0), x)
+    True
     """
     if isinstance(up, bool) or not isinstance(up, int) or up < 1:
         raise ValueError(f"up must be a positive integer, got {up!r}")

@@ -34,6 +34,9 @@ class Layout:
         num_prefix_tokens: for ``tokens``, how many non-spatial tokens lead the sequence.
         grid: for ``tokens``, the ``(H, W)`` grid of the spatial tokens; ``None`` means a
             square grid inferred from the sequence length.
+
+    >>> Layout.parse("NHWC"), str(Layout.tokens(1, (2, 3)))
+    (Layout(kind='NHWC', num_prefix_tokens=0, grid=None), 'tokens(prefix=1, grid=(2, 3))')
     """
 
     kind: str = "NCHW"
@@ -119,7 +122,12 @@ def _token_grid(layout: Layout, length: int) -> tuple[int, int]:
 
 
 def to_nchw(x: torch.Tensor, layout: str | Layout) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """View ``x`` as an image ``(B, C, H, W)`` plus its prefix tokens ``(B, P, C)`` (or None)."""
+    """View ``x`` as an image ``(B, C, H, W)`` plus its prefix tokens ``(B, P, C)`` (or None).
+
+    >>> img, prefix = to_nchw(torch.zeros(2, 1 + 6, 8), Layout.tokens(1, (2, 3)))
+    >>> img.shape, prefix.shape
+    (torch.Size([2, 8, 2, 3]), torch.Size([2, 1, 8]))
+    """
     layout = Layout.parse(layout)
     if layout.kind == "tokens":
         if x.ndim != 3:
@@ -142,7 +150,12 @@ def to_nchw(x: torch.Tensor, layout: str | Layout) -> tuple[torch.Tensor, torch.
 def from_nchw(
     img: torch.Tensor, prefix: torch.Tensor | None, layout: str | Layout
 ) -> torch.Tensor:
-    """Inverse of :func:`to_nchw`."""
+    """Inverse of :func:`to_nchw`.
+
+    >>> t = torch.randn(2, 5, 5, 3)
+    >>> torch.equal(from_nchw(*to_nchw(t, "NHWC"), "NHWC"), t)
+    True
+    """
     layout = Layout.parse(layout)
     if layout.kind == "NCHW":
         return img

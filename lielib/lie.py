@@ -232,7 +232,11 @@ def reduce_classes(d: torch.Tensor, reduce: str) -> torch.Tensor:
 
 
 def output_fn(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The measured output ``p(z)`` of logits ``z``: ``softmax``, ``log_softmax`` or ``logits`` (``z``)."""
+    """The measured output ``p(z)`` of logits ``z``: ``softmax``, ``log_softmax`` or ``logits`` (``z``).
+
+    >>> output_fn("softmax")(torch.zeros(1, 4))
+    tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
+    """
     if output == "softmax":
         return lambda z: z.softmax(-1)
     if output == "log_softmax":

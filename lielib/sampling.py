@@ -58,6 +58,9 @@ def normalized_grid(h: int, w: int, *, dtype: torch.dtype, device=None) -> torch
     """Homogeneous output coordinates ``(H, W, 3)`` = ``(u, v, 1)``, align_corners=True.
 
     A unit-size axis sits at coordinate 0, as in ``F.affine_grid``.
+
+    >>> normalized_grid(2, 3, dtype=torch.float32)[..., :2].tolist()
+    [[[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0]], [[-1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]]
     """
     for name, n in (("h", h), ("w", w)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -147,6 +150,13 @@ def affine_sample(img: torch.Tensor, theta: torch.Tensor, *, stencil: str = "pap
     """Resample ``img`` ``(B, C, H, W)`` on the grid ``theta`` ``(B, 2, 3)`` maps to.
 
     Differentiable in ``theta`` and ``img`` by forward mode and double backward.
+
+    >>> img = torch.randn(1, 2, 5, 6, dtype=torch.float64)
+    >>> theta = torch.tensor([[[0.9, 0.1, 0.05], [-0.2, 1.1, 0.0]]], dtype=torch.float64)
+    >>> ref = F.grid_sample(img, F.affine_grid(theta, [1, 2, 5, 6], align_corners=True),
+    ...                     padding_mode="reflection", align_corners=True)
+    >>> torch.allclose(affine_sample(img, theta), ref)
+    True
     """
     if stencil not in STENCILS:
         raise ValueError(f"unknown stencil {stencil!r}; use one of {STENCILS}")

@@ -46,21 +46,17 @@ __all__ = [
 #: Composite modules the paper measures as one unit (their children are not hooked).
 UNIT_CLASS_NAMES = frozenset(
     {
-        # attention
+        # attention, MLP blocks, whole blocks, embeddings, squeeze-excite and friends
         "Attention", "AttentionRope", "EvaAttention", "MHSA", "GPSA", "ClassAttn",
         "AttentionPoolLatent",
-        # MLP blocks
         "Mlp", "GluMlp", "SwiGLU", "SwiGLUPacked", "GatedMlp", "ConvMlp",
-        # whole blocks
         "MixerBlock", "ResBlock", "SpatialGatingBlock", "Affine", "SwinTransformerBlock",
-        # embeddings
         "PatchEmbed", "HybridEmbed",
-        # squeeze-excite and friends
         "SqueezeExcite", "SEModule", "EffectiveSEModule", "GatherExcite", "EcaModule",
-        # norms with children and anti-aliasing filters
+        # norms with children, anti-aliasing filters; global pooling (pool + flatten) and
+        # Swin's 2x2 patch merging (space-to-depth + linear)
         "EvoNorm2dB0", "EvoNorm2dB1", "EvoNorm2dB2", "EvoNorm2dS0", "EvoNorm2dS0a",
         "EvoNorm2dS1", "EvoNorm2dS1a", "EvoNorm2dS2", "EvoNorm2dS2a", "BlurPool2d",
-        # global pooling (pool + flatten), Swin's 2x2 patch merging (space-to-depth + linear)
         "SelectAdaptivePool2d", "PatchMerging",
     }
 )
@@ -108,7 +104,11 @@ def _class_names(m: nn.Module) -> list[str]:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """The kind of a module: one of :data:`LAYER_KINDS` (``residual`` excepted)."""
+    """The kind of a module: one of :data:`LAYER_KINDS` (``residual`` excepted).
+
+    >>> layer_kind(nn.Conv2d(1, 1, 3)), layer_kind(nn.GELU()), layer_kind(nn.LayerNorm(4))
+    ('conv', 'activation', 'norm')
+    """
     for name in _class_names(module):
         if name in KIND_BY_CLASS_NAME:
             return KIND_BY_CLASS_NAME[name]
@@ -165,6 +165,10 @@ def select_modules(
     Args:
         modules: explicit qualified names (as in ``model.named_modules()``) to measure
             instead; none may contain another.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(), nn.ReLU(), nn.Flatten())
+    >>> select_modules(net)  # dropout is the identity in eval mode: skipped
+    [('0', None), ('2', None), ('3', None)]
     """
     named = dict(model.named_modules())
     if modules is not None:

@@ -112,6 +112,10 @@ def random_phases(n: int, h: int, w: int, generator: torch.Generator, *,
     """``(n, h, w // 2 + 1)`` unit complex numbers: the phases of ``rfft2`` of white noise.
 
     Hermitian by construction, so :func:`phase_randomize` maps real images to real images.
+
+    >>> phases = random_phases(2, 4, 6, torch.Generator().manual_seed(0))
+    >>> phases.shape, bool(torch.allclose(phases.abs(), torch.ones(())))
+    (torch.Size([2, 4, 4]), True)
     """
     noise = torch.randn(n, h, w, generator=generator, dtype=dtype, device=generator.device)
     spectrum = torch.fft.rfft2(noise)
@@ -124,6 +128,11 @@ def phase_randomize(v: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
 
     The same phases for every channel; power spectra and cross-spectra of the channels are
     kept, ``|Phi v| = |v|``.
+
+    >>> v = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    >>> phases = random_phases(1, 8, 8, torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> torch.allclose(phase_randomize(v, phases).norm(), v.norm())
+    True
     """
     h, w = v.shape[-2:]
     return torch.fft.irfft2(torch.fft.rfft2(v) * phases[:, None], s=(h, w))

@@ -42,6 +42,11 @@ def tangents(
     affine action, whichever the stencil; other actions use their own ``tangent``. ``G``
     is the generator of the image's grid (:func:`lielib.actions.generator_on`).
     Half-precision images are differentiated in float32 and rounded back.
+
+    >>> x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    >>> tau = tangents(x, ["rotate", "shear_x", "shear_y"])
+    >>> tau.shape, torch.allclose(tau[0], tau[1] - tau[2])  # rotate = shear_x - shear_y
+    (torch.Size([3, 2, 3, 8, 8]), True)
     """
     check_image(x, "tangents")
     acts = _actions(actions, "tangents")
@@ -84,6 +89,10 @@ def generator_coordinates(actions: Sequence[str | Action]) -> torch.Tensor:
     and any other action an axis of its own. The Lie derivative is linear in the
     generator, ``L_{aG + bH} f = a L_G f + b L_H f``, so rows that depend linearly on
     others need no derivative of their own (``rotate = shear_x - shear_y``).
+
+    >>> generator_coordinates(["rotate", "saturate"])
+    tensor([[ 0.,  1.,  0., -1.,  0.,  0.,  0.],
+            [ 0.,  0.,  0.,  0.,  0.,  0.,  1.]], dtype=torch.float64)
     """
     acts = _actions(actions, "generator_coordinates")
     others = [a for a in acts if not isinstance(a, (AffineAction, IntensityScaling))]
@@ -104,6 +113,10 @@ def span_basis(coords: torch.Tensor, *, tol: float = 1e-9) -> tuple[list[int], t
     Returns:
         ``basis``: indices of linearly independent rows, in order; ``coefficients``:
         ``(K, len(basis))`` with ``coords[k] = coefficients[k] @ coords[basis]``.
+
+    >>> basis, coef = span_basis(generator_coordinates(["shear_x", "shear_y", "rotate"]))
+    >>> basis, coef[2].tolist()
+    ([0, 1], [1.0, -1.0])
     """
     basis: list[int] = []
     for k in range(coords.shape[0]):
