@@ -199,7 +199,9 @@ glue_figure("fig_real_ood", fig)
 # out of distribution (mean top-1 probability {glue:text}`conf_out:.2f` against
 # {glue:text}`conf_in:.2f` on the photos), which by itself lowers raw softmax LEE.
 # Verdict for translation: **{glue:text}`ood_verdict`** (the rule and both metrics are on
-# the {doc}`claims` page). For intensity scaling the same ratio of raw LEE runs from
+# the {doc}`claims` page). The Claims row judges each model only against the photos it
+# recognises, so its ratios (in the box at the top of this page) differ from this table's,
+# which compares with all the photos. For intensity scaling the same ratio of raw LEE runs from
 # {glue:text}`sat_gap_min_lee:.2g` to {glue:text}`sat_gap_max_lee:.2g`, with the interval
 # above 1 in {glue:text}`sat_gap_above1_lee` of {glue:text}`sat_pairs` pairs, and of the
 # sensitivity ratio from {glue:text}`sat_gap_min_sensitivity_ratio:.2g` to
