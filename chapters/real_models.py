@@ -165,10 +165,11 @@ for ax, metric in zip(axes[0], metrics):
             row = g[g.model == model]
             lo, hi = ((row.mean_in_lo.iloc[0], row.mean_in_hi.iloc[0]) if s == IN_DISTRIBUTION else
                       (row[row.set == s].mean_out_lo.iloc[0], row[row.set == s].mean_out_hi.iloc[0]))
-            ax.bar(x, v.mean(), width=0.25, color=colors[s], alpha=0.8, label=s if i == 0 else None)
+            ax.scatter(np.full(len(v), x), v, s=8, color=colors[s], alpha=0.45, zorder=2)
             ax.errorbar(x, v.mean(), yerr=[[v.mean() - lo], [hi - v.mean()]], color="black",
-                        capsize=3)
-            ax.scatter(np.full(len(v), x), v, s=6, color="black", alpha=0.4, zorder=3)
+                        capsize=4, zorder=3)
+            ax.scatter([x], [v.mean()], marker="D", s=45, color=colors[s], edgecolor="black",
+                       zorder=4, label=s if i == 0 else None)
     ax.set_xticks(range(len(short)), list(short.values()))
     ax.set_ylabel(f"translation, {METRIC_LABELS[metric]}"
                   + (" (log axis)" if metric == "lee" else ""))
@@ -182,13 +183,13 @@ glue_figure("fig_real_ood", fig)
 # %% [markdown]
 # ```{glue:figure} fig_real_ood
 # :name: fig-real-ood
-# :alt: Two panels, each with three groups of bars (one per EfficientNet-Lite model) of three bars for photos, MNIST and Fashion-MNIST with error bars and one dot per image; left raw LEE on a log axis, right the sensitivity ratio.
+# :alt: Two panels, each with three groups (one per EfficientNet-Lite model) of three diamonds with error bars for photos, MNIST and Fashion-MNIST and one small dot per image; left raw LEE on a log axis, right the sensitivity ratio.
 #
 # The paper's out-of-distribution comparison on the three ImageNet models that load
 # offline: translation LEE (left, log axis) and sensitivity ratio (right) on the photos (in
 # distribution), MNIST and Fashion-MNIST (out of distribution), mean over
-# {glue:text}`n_per_set` images per set (bars) with its 95% bootstrap interval, each image a
-# dot. Verdict ({doc}`claims`): **{glue:text}`verdict_ood`** for translation;
+# {glue:text}`n_per_set` images per set (diamond) with its 95% bootstrap interval, each
+# image a small dot. Verdict ({doc}`claims`): **{glue:text}`verdict_ood`** for translation;
 # {glue:text}`headline_ood`. Intensity scaling goes the other way (table above).
 # ```
 #
