@@ -474,3 +474,45 @@ def test_page_renders(browser, page):
         assert any(cell.get("outputs") for cell in notebook["cells"]), (
             f"{page}: the downloadable .ipynb has no outputs (not the executed notebook)"
         )
+
+
+_SYNTHETIC = """<!doctype html><html><head><style>
+  body { margin: 0; } main { display: flex; } article { width: 600px; }
+  .cut { overflow-x: hidden; } .book-table-wrap { overflow-x: auto; }
+  td { white-space: nowrap; }
+</style></head><body><main><article>
+  <div class="book-table-wrap"><table class="book-table"><tr><td>WIDE</td></tr></table></div>
+  <div class="cut"><table class="narrowed"><tr><td>WIDE</td></tr></table></div>
+  <div class="output text_html"><table class="dataframe"><tr><td>1</td></tr></table></div>
+  <div class="cell_output"><pre>   a  b\n0  1  2\n1  3  4\n2  5  6\n</pre></div>
+  <figure><img alt="captioned" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">
+    <figcaption>A caption.</figcaption></figure>
+  <img alt="bare" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">
+</article></main></body></html>""".replace("WIDE", "wide " * 200)
+
+
+def test_layout_check_finds_each_problem(tmp_path):
+    """The checks above on a page made to fail each of them, and to pass the scroll container."""
+    binary = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
+        "chromium-browser")
+    if not binary:
+        pytest.fail("Chromium is not installed: run tools/ensure_chromium.sh")
+    page = tmp_path / "page.html"
+    page.write_text(_SYNTHETIC)
+    (tmp_path / "profile").mkdir()
+    tools = DevTools(binary, str(tmp_path / "profile"))
+    try:
+        target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"]
+        tools.send("Page.enable", session=session)
+        set_width(tools, session, 800)
+        tools.send("Page.navigate", {"url": page.as_uri()}, session=session)
+        tools.wait_event("Page.loadEventFired", session=session, timeout=60)
+        layout = layout_report(tools, session)
+    finally:
+        tools.close()
+    assert len(layout["clipped"]) == 1 and "narrowed" in layout["clipped"][0], layout  # scroller passes
+    assert layout["uncaptioned"] == ["bare"]
+    assert len(layout["rawTables"]) == 1 and "dataframe" in layout["rawTables"][0], layout
+    assert len(layout["rawText"]) == 1, layout
