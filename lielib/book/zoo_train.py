@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from . import training, zoo
 from .paths import ROOT
-from .results import metadata, read_json, write_json, write_table
+from .results import OutputPathError, check_output, metadata, read_json, write_json, write_table
 from .training import accuracy, fit, recalibrate_batchnorm, save_checkpoint
 
 __all__ = ["RECIPE", "RESULTS_DIR", "batches", "fashion_mnist", "init_loss", "main", "merge",
@@ -380,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         names = [zoo.get_entry(n).name for n in args.only] if args.only else None
     except KeyError as err:
         p.error(str(err.args[0]))
+    try:
+        for flag, value in (("--cache", args.cache), ("--results", args.results)):
+            if value is not None:
+                check_output(value, flag)
+    except OutputPathError as err:
+        p.error(str(err))
     if args.action == "train":
         kwargs = {"names": names, "seed": args.seed, "steps": args.steps, "passes": args.passes,
                   "cache": args.cache,

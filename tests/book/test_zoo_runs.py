@@ -94,3 +94,15 @@ def test_measured_seed_run_tables_carry_the_run(tmp_path: Path, monkeypatch) -> 
     table, _meta = read_table(tmp_path / "m" / f"{entry.name}.csv")
     assert set(table["train_seed"]) == {1} and set(table["steps"]) == {2}
     assert {"lee_central_rotate", "lee_logits_rotate", "rho_rotate"} <= set(table.columns)
+
+
+@pytest.mark.parametrize("bad", ["passes", "seed", "results-file"])
+def test_run_options_are_checked_before_any_training(bad: str, tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    argv = {"passes": ["--passes", "0"], "seed": ["--seed", "-1"],
+            "results-file": ["--results", str(a_file)]}[bad]
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_train.main([*argv, "--only", "resnet-small", "--cache", str(tmp_path / "c")])
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "c").exists()
