@@ -101,7 +101,9 @@ for row in ROWS:
 # output moves along the transformation's tangent, relative to how much it moves along
 # directions with the tangent's kind of spectrum but random phases ($\rho < 1$: less
 # sensitive along the transformation than along comparable directions). Raw softmax LEE
-# grows with the model's confidence; $\rho$ does not scale with it, and the models are
+# grows with the model's confidence. On the logits $\rho$ does not change with a
+# temperature at all; on the softmax, as here, it does change with one (the introduction
+# measures by how much), so it is a companion, not a cure, and the models are
 # much less confident on digits and garments than on photos (the last two columns: mean
 # top-1 softmax probability).
 #
