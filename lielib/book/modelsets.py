@@ -84,15 +84,21 @@ class UnknownModelSetError(ValueError):
 
 
 def paper_models(root: str | os.PathLike | None = None, *, key: str = "e2e_core_models") -> list[str]:
-    """A model list of ``<data root>/paper_models.json``: the 83 core or (``e2e_all_models``) 483."""
+    """A model list of ``paper_models.json``: the 83 core or (``e2e_all_models``) 483.
+
+    Read from the data root when it holds the file, else from the copy the project ships
+    (``lielib/book/datafiles/paper_models.json``, which ``python -m lielib.book.fetch``
+    also copies into the data root).
+    """
     from .data import DatasetNotFoundError, data_root
 
-    path = data_root(root) / "paper_models.json"
+    shipped = Path(__file__).parent / "datafiles" / "paper_models.json"
+    try:
+        path = data_root(root) / "paper_models.json"
+    except DatasetNotFoundError:
+        path = shipped
     if not path.is_file():
-        raise DatasetNotFoundError(
-            f"{path} does not exist: the paper's model lists ship with the project's data "
-            "folder (../shared/data/paper_models.json); point LIELIB_DATA at a copy of it."
-        )
+        path = shipped
     return list(json.loads(path.read_text())[key])
 
 

@@ -295,3 +295,11 @@ def test_a_clone_elsewhere_fetches_the_data_and_runs_the_intro(tmp_path):
     agreement = glued(notebook, "stored_agreement")
     assert agreement.startswith("agrees with the values computed for this page to ")
     assert float(agreement.split(" to ")[1].split()[0]) < 1e-4, agreement
+
+
+def test_paper_model_lists_come_from_the_shipped_copy_without_a_data_root(tmp_path, monkeypatch):
+    from lielib.book import modelsets
+
+    monkeypatch.setenv("LIELIB_DATA", str(tmp_path / "nowhere"))
+    core = modelsets.paper_models()
+    assert len(core) == 83 and len(modelsets.paper_models(key="e2e_all_models")) == 483
